@@ -1,0 +1,186 @@
+"""Topics and subscriptions: ensure (race-safe create), delete, purge.
+
+Separate from the channel so provisioning tools and tests use the same code
+the transport does. Every call is bounded by ``publish_timeout``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from . import naming, rpc
+from .errors import PubSubError, ResourceMissingError
+from .options import TransportOptions
+
+logger = logging.getLogger(__name__)
+
+#: Purge pulls in batches of this many (Pub/Sub's max per pull is 1000).
+PURGE_BATCH = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriptionInfo:
+    """What the consumer needs to know of a subscription."""
+
+    path: str
+    topic_path: str
+    ack_deadline: float
+
+
+class Admin:
+    """Creates, reads and deletes the Pub/Sub resources behind Celery queues and exchanges."""
+
+    def __init__(self, project: str, options: TransportOptions,
+                 publisher: pubsub_v1.PublisherClient,
+                 subscriber: pubsub_v1.SubscriberClient) -> None:
+        self.project = project
+        self.options = options
+        self._publisher = publisher
+        self._subscriber = subscriber
+
+    def topic_path(self, name: str) -> str:
+        return naming.topic_path(self.project, name)
+
+    def subscription_path(self, name: str) -> str:
+        return naming.subscription_path(self.project, name)
+
+    def ensure_topic(self, name: str) -> str:
+        """Make sure the topic for `name` exists; return its path."""
+        path = self.topic_path(name)
+        deadline = self.options.publish_timeout
+        if not self.options.create_missing:
+            try:
+                rpc.call(self._publisher.get_topic, f"looking up topic {path!r}", deadline, topic=path)
+            except gexc.NotFound:
+                raise ResourceMissingError(
+                    f"topic {path!r} does not exist and create_missing is off; create it with "
+                    f"'gcloud pubsub topics create {naming.resource_id(name)} --project {self.project}' "
+                    "or 'celery pubsub provision'"
+                ) from None
+            return path
+        try:
+            rpc.call(self._publisher.create_topic, f"creating topic {path!r}", deadline, name=path)
+            logger.info("Created topic %r.", path)
+        except gexc.AlreadyExists:
+            pass
+        return path
+
+    def ensure_subscription(self, name: str, topic_name: str, *, temporary: bool) -> SubscriptionInfo:
+        """Make sure subscription `name` on topic `topic_name` exists; return what it is."""
+        topic_path = self.ensure_topic(topic_name)
+        path = self.subscription_path(name)
+        deadline = self.options.publish_timeout
+        if self.options.create_missing:
+            try:
+                created = rpc.call(self._subscriber.create_subscription,
+                                   f"creating subscription {path!r}", deadline,
+                                   **self._subscription_fields(path, topic_path, temporary))
+                logger.info("Created subscription %r on %r.", path, topic_path)
+                return SubscriptionInfo(path, topic_path, float(created.ack_deadline_seconds))
+            except gexc.AlreadyExists:
+                pass
+        try:
+            found = rpc.call(self._subscriber.get_subscription,
+                             f"looking up subscription {path!r}", deadline, subscription=path)
+        except gexc.NotFound:
+            raise ResourceMissingError(
+                f"subscription {path!r} does not exist and create_missing is off; create it with "
+                f"'gcloud pubsub subscriptions create {naming.resource_id(name)} "
+                f"--topic {naming.resource_id(topic_name)} --project {self.project}' "
+                "or 'celery pubsub provision'"
+            ) from None
+        if found.topic != topic_path:
+            logger.warning("Subscription %r is attached to %r, not %r: messages published to "
+                           "the queue will not reach it. Delete it so it is re-created.",
+                           path, found.topic, topic_path)
+        return SubscriptionInfo(path, found.topic, float(found.ack_deadline_seconds))
+
+    def _subscription_fields(self, path: str, topic_path: str, temporary: bool) -> dict:
+        options = self.options
+        if temporary:
+            ttl, retention = options.temporary_ttl, 600.0
+        else:
+            ttl, retention = options.subscription_ttl, options.message_retention
+        # An ExpirationPolicy without ttl means "never expire"; leaving the field out
+        # would give Pub/Sub's default of 31 days.
+        expiration = {"ttl": _duration(ttl)} if ttl else {}
+        return {
+            "name": path,
+            "topic": topic_path,
+            "ack_deadline_seconds": int(options.ack_deadline),
+            "message_retention_duration": _duration(retention),
+            "expiration_policy": expiration,
+        }
+
+    def topic_exists(self, name: str) -> bool:
+        """Tell whether the topic for `name` exists."""
+        try:
+            rpc.call(self._publisher.get_topic, f"looking up topic for {name!r}",
+                     self.options.publish_timeout, topic=self.topic_path(name))
+        except gexc.NotFound:
+            return False
+        return True
+
+    def delete_subscription(self, path: str) -> None:
+        """Delete a subscription; a missing one is fine."""
+        try:
+            rpc.call(self._subscriber.delete_subscription, f"deleting subscription {path!r}",
+                     self.options.publish_timeout, subscription=path)
+            logger.debug("Deleted subscription %r.", path)
+        except gexc.NotFound:
+            pass
+
+    def delete_topic(self, path: str) -> None:
+        """Delete a topic; a missing one is fine."""
+        try:
+            rpc.call(self._publisher.delete_topic, f"deleting topic {path!r}",
+                     self.options.publish_timeout, topic=path)
+            logger.debug("Deleted topic %r.", path)
+        except gexc.NotFound:
+            pass
+
+    def purge(self, subscription_path: str) -> int | None:
+        """Remove every message waiting on a subscription; return how many, or None if unknown.
+
+        On the emulator we pull and ack until a pull comes back empty, which
+        counts them. On Google Cloud that could take hours for a deep backlog,
+        so we Seek to now instead (instant, acks everything, count unknown),
+        falling back to pulling where Seek is not implemented.
+        """
+        if os.environ.get("PUBSUB_EMULATOR_HOST"):
+            return self._purge_by_pulling(subscription_path)
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        try:
+            rpc.call(self._subscriber.seek, f"purging {subscription_path!r}",
+                     self.options.publish_timeout, subscription=subscription_path, time=now)
+        except gexc.NotFound:
+            return 0
+        except PubSubError as exc:
+            if not isinstance(exc.__cause__, gexc.MethodNotImplemented):
+                raise
+            return self._purge_by_pulling(subscription_path)
+        return None
+
+    def _purge_by_pulling(self, subscription_path: str) -> int:
+        removed = 0
+        while True:
+            response = rpc.call(self._subscriber.pull, f"purging {subscription_path!r}",
+                                self.options.publish_timeout, subscription=subscription_path,
+                                max_messages=PURGE_BATCH, return_immediately=True)
+            ack_ids = [received.ack_id for received in response.received_messages]
+            if not ack_ids:
+                return removed
+            rpc.call(self._subscriber.acknowledge, f"purging {subscription_path!r}",
+                     self.options.publish_timeout, subscription=subscription_path, ack_ids=ack_ids)
+            removed += len(ack_ids)
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=int(seconds))

@@ -1,0 +1,343 @@
+"""The Kombu channel verbs on Pub/Sub: declare, bind, publish, consume, ack, reject, purge.
+
+Each verb is short and delegates: resources to admin.py, sending to
+publisher.py, pulling to consumer.py, acks to acker.py, leases to leaser.py.
+A queue bound to a fanout exchange is a subscription on the exchange's
+topic; any other queue is a topic + subscription pair with the queue's name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from queue import Empty
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as gexc
+from kombu.transport import virtual
+
+from . import morgue, wire
+from .admin import SubscriptionInfo
+from .consumer import Delivery, Puller
+from .errors import PublishError, PubSubError
+
+if TYPE_CHECKING:
+    from .transport import Transport
+
+logger = logging.getLogger(__name__)
+
+
+class QoS(virtual.QoS):
+    """Kombu's QoS, with ack/reject/restore reaching Pub/Sub instead of re-publishing."""
+
+    def ack(self, delivery_tag: Any) -> None:
+        self.channel.settle(delivery_tag, ack=True)
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        # requeue → nack (Pub/Sub redelivers the same message, no copy is made);
+        # no requeue → off the queue, by way of the morgue.
+        self.channel.settle(delivery_tag, ack=not requeue, reason="rejected without requeue")
+        self._quick_ack(delivery_tag)
+
+    def restore_unacked(self) -> list:
+        """Nack every delivered-but-unacked message so another worker gets it at once."""
+        self._flush()
+        for delivery_tag in list(self._delivered):
+            self.channel.settle(delivery_tag, ack=False)
+        self._delivered.clear()
+        return []
+
+
+class Channel(virtual.Channel):
+    """One Kombu channel on Pub/Sub; state lives here or on the connection, never on the class."""
+
+    QoS = QoS
+    supports_fanout = True
+    connection: Transport
+
+    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self.options = connection.options
+        self.subscriber = connection.subscriber
+        self._tags = itertools.count(1)
+        # Guards the four counters/maps below; pullers wait on it for room.
+        self._room = threading.Condition()
+        self._reserved = 0
+        self._buffered = 0
+        self._deliveries: dict[Any, Delivery] = {}
+        self._pullers: dict[str, Puller] = {}
+        self._declared: dict[str, dict[str, Any]] = {}
+        self._no_ack: set[str] = set()
+        self._owned: dict[str, SubscriptionInfo] = {}  # temporary queues to delete on close
+
+    # -- declaring -----------------------------------------------------------------
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        self._declared[queue] = kwargs
+        if not self._is_temporary(queue):
+            self.ensure_queue(queue)
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        try:
+            self.subscriber.get_subscription(
+                request={"subscription": self.connection.admin.subscription_path(queue)},
+                timeout=self.options.publish_timeout)
+        except gexc.NotFound:
+            return False
+        return True
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        if self.typeof(exchange).type == "fanout":
+            self.ensure_queue(queue, topic=exchange)
+        else:
+            self.ensure_queue(queue)
+
+    def ensure_queue(self, queue: str, topic: str | None = None) -> SubscriptionInfo:
+        """The subscription behind `queue`, created (with its topic) if needed."""
+        known = self.connection.subscriptions.get(queue)
+        if known is not None:
+            return known
+        temporary = self._is_temporary(queue)
+        info = self.connection.admin.ensure_subscription(queue, topic or queue, temporary=temporary)
+        self.connection.subscriptions[queue] = info
+        if temporary:
+            self._owned[queue] = info
+        return info
+
+    def _is_temporary(self, queue: str) -> bool:
+        declared = self._declared.get(queue, {})
+        return bool(declared.get("auto_delete") or declared.get("exclusive"))
+
+    # -- publishing ----------------------------------------------------------------
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        data, attributes = wire.encode(message)
+        if queue in self._declared or queue in self.connection.subscriptions:
+            topic_path = self.ensure_queue(queue).topic_path
+        else:
+            topic_path = self.connection.admin.topic_path(queue)
+        try:
+            self.connection.publisher.publish(topic_path, data, attributes)
+        except PublishError:
+            if not self._recreate_after_loss(queue, message):
+                raise
+            self.connection.publisher.publish(self.ensure_queue(queue).topic_path, data, attributes)
+
+    def _recreate_after_loss(self, queue: str, message: dict[str, Any]) -> bool:
+        """After a publish to a missing topic: True if the queue should be (re)created."""
+        if not self.options.create_missing or self.connection.admin.topic_exists(queue):
+            return False
+        exchange = message["properties"].get("delivery_info", {}).get("exchange") or ""
+        declared = self.state.exchanges.get(exchange, {})
+        if exchange and not declared.get("durable", True):
+            logger.info("Dropped a message for %r: its queue is gone (its consumer left).", queue)
+            return False
+        self.connection.subscriptions.pop(queue, None)
+        return True
+
+    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
+                    **kwargs: Any) -> None:
+        data, attributes = wire.encode(message)
+        topic_path = self.connection.ensure_topic(exchange)
+        self.connection.publisher.publish(topic_path, data, attributes)
+
+    def _lookup(self, exchange: str, routing_key: str, default: str | None = None) -> list[str]:
+        queues = super()._lookup(exchange, routing_key, default)
+        if not queues and exchange and self.typeof(exchange).type == "direct" and routing_key:
+            # Another process declared the binding (e.g. a pidbox reply queue):
+            # Celery names queues after their direct routing key.
+            return [routing_key]
+        return queues
+
+    # -- consuming -----------------------------------------------------------------
+    def basic_consume(self, queue: str, no_ack: bool, callback: Any, consumer_tag: str,
+                      **kwargs: Any) -> str:
+        info = self.ensure_queue(queue)
+        if no_ack:
+            self._no_ack.add(queue)
+        result = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+        puller = self._pullers.get(queue)
+        if puller is None or puller.stopped:
+            puller = self._pullers[queue] = Puller(self, queue, info)
+            puller.start()
+        return result
+
+    def basic_cancel(self, consumer_tag: str) -> None:
+        queue = self._tag_to_queue.get(consumer_tag)
+        super().basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            puller = self._pullers.pop(queue, None)
+            if puller is not None:
+                puller.stop()
+            self._no_ack.discard(queue)
+
+    def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0,
+                  apply_global: bool = False) -> None:
+        super().basic_qos(prefetch_size, prefetch_count, apply_global)
+        self.wake_pullers()
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        info = self.ensure_queue(queue)
+        response = self.subscriber.pull(
+            request={"subscription": info.path, "max_messages": 1, "return_immediately": True},
+            timeout=self.options.publish_timeout)
+        for delivery in self._accept(info, queue, list(response.received_messages)):
+            with self._room:
+                self._deliveries[delivery.payload["properties"]["delivery_tag"]] = delivery
+            return delivery.payload
+        raise Empty()
+
+    def _purge(self, queue: str) -> int:
+        info = self.ensure_queue(queue)
+        removed = self.connection.admin.purge(info.path)
+        if removed is None:
+            logger.info("Purged %r by seeking to now; Pub/Sub does not say how many.", queue)
+        return removed or 0
+
+    def _size(self, queue: str) -> int:
+        return 0  # Pub/Sub has no queue-depth API (only Cloud Monitoring, minutes stale).
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        info = self.connection.subscriptions.pop(queue, None)
+        admin = self.connection.admin
+        admin.delete_subscription(info.path if info else admin.subscription_path(queue))
+        if info is None or info.topic_path == admin.topic_path(queue):
+            admin.delete_topic(admin.topic_path(queue))
+
+    # -- called by pullers (their thread) and the consuming thread -------------------
+    def reserve(self, puller: Puller) -> int:
+        """Puller thread: wait until the prefetch leaves room; return how many to pull (0: stop)."""
+        with self._room:
+            while not puller.stopped and not self.closed:
+                limit = self.qos.prefetch_count
+                if not limit:
+                    return self.options.pull_max_messages
+                free = limit - len(self._deliveries) - self._buffered - self._reserved
+                if free > 0:
+                    share = -(-free // max(1, len(self._pullers)))  # fair split, rounded up
+                    share = min(share, free, self.options.pull_max_messages)
+                    self._reserved += share
+                    return share
+                # Acks notify; the timeout only bounds a missed wake-up.
+                self._room.wait(1.0)
+        return 0
+
+    def unreserve(self, count: int) -> None:
+        with self._room:
+            self._reserved -= count
+            self._room.notify_all()
+
+    def wake_pullers(self) -> None:
+        with self._room:
+            self._room.notify_all()
+
+    def on_pulled(self, puller: Puller, received: list, reserved: int) -> None:
+        """Puller thread: lease what arrived and hand it to the consuming thread."""
+        deliveries = self._accept(puller.subscription, puller.queue, received)
+        with self._room:
+            self._reserved -= reserved
+            self._buffered += len(deliveries)
+        if puller.stopped or self.closed:
+            self.release(deliveries)
+            return
+        self.connection.ready.put_many(deliveries)
+
+    def _accept(self, info: SubscriptionInfo, queue: str, received: list) -> list[Delivery]:
+        """Decode and lease pulled messages; bury the undecodable ones."""
+        if not received:
+            return []
+        self.connection.leaser.add(info.path, [item.ack_id for item in received], info.ack_deadline)
+        deliveries = []
+        for item in received:
+            try:
+                payload = wire.decode(item.message.data)
+            except wire.UndecodableMessage as exc:
+                self._bury(info, queue, item, exc.reason)
+                continue
+            payload["properties"]["delivery_tag"] = next(self._tags)
+            payload["redelivered"] = item.delivery_attempt > 1
+            deliveries.append(Delivery(self, queue, info.path, item.ack_id, payload))
+        return deliveries
+
+    def _bury(self, info: SubscriptionInfo, queue: str, item: Any, reason: str) -> None:
+        buried = morgue.bury(self, item.message.data, dict(item.message.attributes), reason, queue)
+        self.connection.leaser.remove(item.ack_id)
+        if buried:
+            self.connection.acker.ack(info.path, item.ack_id)
+        else:
+            self.connection.acker.modify(info.path, [item.ack_id], 0)
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Consuming thread: hand one delivery to its consumer's callback."""
+        queue = delivery.queue
+        callback = None if self.closed else self.connection._callbacks.get(queue)
+        if callback is None:
+            with self._room:
+                self._buffered -= 1
+            self.release([delivery])
+            return
+        tag = delivery.payload["properties"]["delivery_tag"]
+        with self._room:
+            self._buffered -= 1
+            if queue not in self._no_ack:
+                self._deliveries[tag] = delivery
+        if queue in self._no_ack:
+            self._finish(delivery, ack=True)
+        callback(delivery.payload)
+
+    def settle(self, delivery_tag: Any, ack: bool, reason: str | None = None) -> None:
+        """Ack or nack the Pub/Sub message behind a delivery tag (any thread)."""
+        with self._room:
+            delivery = self._deliveries.pop(delivery_tag, None)
+            self._room.notify_all()
+        if delivery is None:
+            return
+        if ack and reason is not None:
+            data, attributes = wire.encode(delivery.payload)
+            if not morgue.bury(self, data, attributes, reason, delivery.queue):
+                ack = False
+        self._finish(delivery, ack)
+
+    def release(self, deliveries: list[Delivery]) -> None:
+        """Nack deliveries that will not be processed here, so others get them at once."""
+        for delivery in deliveries:
+            self._finish(delivery, ack=False)
+
+    def _finish(self, delivery: Delivery, ack: bool) -> None:
+        self.connection.leaser.remove(delivery.ack_id)
+        if ack:
+            self.connection.acker.ack(delivery.subscription_path, delivery.ack_id)
+        else:
+            self.connection.acker.modify(delivery.subscription_path, [delivery.ack_id], 0)
+
+    def report(self, error: BaseException) -> None:
+        """Puller thread: pass an error to the consuming thread, which raises it."""
+        self.connection.ready.fail(error)
+
+    def _restore(self, message: Any) -> None:
+        self.settle(message.delivery_tag, ack=False)
+
+    def _restore_at_beginning(self, message: Any) -> None:
+        self.settle(message.delivery_tag, ack=False)
+
+    # -- closing -----------------------------------------------------------------
+    def close(self) -> None:
+        """Stop pulling → release buffered and unacked messages → delete our temporary queues."""
+        if self.closed:
+            return
+        for puller in self._pullers.values():
+            puller.stop()
+        connection = self.connection
+        self.release(connection.ready.remove_channel(self))
+        super().close()  # cancels consumers, nacks unacked (QoS.restore_unacked); drops .connection
+        admin = connection.admin
+        for queue, info in self._owned.items():
+            connection.subscriptions.pop(queue, None)
+            try:
+                admin.delete_subscription(info.path)
+                if info.topic_path == admin.topic_path(queue):
+                    admin.delete_topic(info.topic_path)
+            except PubSubError as exc:
+                logger.warning("Could not delete temporary queue %r (%s); its subscription "
+                               "expires on its own after temporary_ttl.", queue, exc)
+        self._owned.clear()

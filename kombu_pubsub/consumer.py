@@ -1,0 +1,164 @@
+"""Pulling: one thread per consumed queue, feeding a buffer the consuming thread drains.
+
+A Puller keeps one pull outstanding on its subscription, asking only for as
+many messages as the channel's prefetch leaves room for (so Celery's QoS is
+never exceeded), and hands what arrives to the connection's ReadyBuffer.
+``Transport.drain_events`` waits on that buffer: no polling sleep anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as gexc
+
+from .errors import BrokerUnavailableError, PubSubError, as_kombu_error, is_transient
+
+if TYPE_CHECKING:
+    from .admin import SubscriptionInfo
+    from .channel import Channel
+
+logger = logging.getLogger(__name__)
+
+#: How long a puller retries transient errors before it reports the connection
+#: lost (Celery then reconnects and re-declares), seconds.
+RECONNECT_AFTER = 5.0
+#: Pause between pulls that failed with a transient error, seconds.
+ERROR_BACKOFF = 0.5
+
+
+@dataclasses.dataclass(slots=True)
+class Delivery:
+    """One Pub/Sub message pulled for a queue, on its way to Celery."""
+
+    channel: Channel
+    queue: str
+    subscription_path: str
+    ack_id: str
+    payload: dict[str, Any]
+
+
+class ReadyBuffer:
+    """Deliveries waiting for the consuming thread; shared by a connection's pullers."""
+
+    def __init__(self) -> None:
+        # Guards _items and _error; notified when either changes.
+        self._cond = threading.Condition()
+        self._items: deque[Delivery] = deque()
+        self._error: BaseException | None = None
+
+    def put_many(self, deliveries: list[Delivery]) -> None:
+        with self._cond:
+            self._items.extend(deliveries)
+            self._cond.notify()
+
+    def put_back(self, deliveries: list[Delivery]) -> None:
+        """Return undelivered items to the front, in order."""
+        with self._cond:
+            self._items.extendleft(reversed(deliveries))
+
+    def fail(self, error: BaseException) -> None:
+        """Record an error for the consuming thread to raise (first one wins)."""
+        with self._cond:
+            if self._error is None:
+                self._error = error
+            self._cond.notify_all()
+
+    def take(self, timeout: float | None) -> list[Delivery]:
+        """Wait up to `timeout` for deliveries; return all waiting. Raise a recorded error."""
+        with self._cond:
+            if not self._items and self._error is None:
+                self._cond.wait(timeout)
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def remove_channel(self, channel: Channel) -> list[Delivery]:
+        """Take out and return every delivery for `channel` (it is closing)."""
+        with self._cond:
+            mine = [item for item in self._items if item.channel is channel]
+            if mine:
+                self._items = deque(item for item in self._items if item.channel is not channel)
+            return mine
+
+
+class Puller:
+    """Owns the thread pulling one queue's subscription for one channel."""
+
+    def __init__(self, channel: Channel, queue: str, subscription: SubscriptionInfo) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.subscription = subscription
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"kombu-pubsub-puller-{self.queue}", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end; a pull in flight finishes (its messages are nacked). Idempotent."""
+        self._stop.set()
+        self.channel.wake_pullers()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _run(self) -> None:
+        """Puller thread: reserve room, pull, hand over; report lasting errors."""
+        failing_since: float | None = None
+        path = self.subscription.path
+        while not self._stop.is_set():
+            room = self.channel.reserve(self)
+            if not room:
+                break
+            try:
+                response = self.channel.subscriber.pull(
+                    request={"subscription": path, "max_messages": room},
+                    retry=None, timeout=self.channel.options.pull_timeout)
+                received = list(response.received_messages)
+                failing_since = None
+            except gexc.DeadlineExceeded:
+                received, failing_since = [], None
+            except Exception as exc:  # noqa: BLE001 - every failure is classified below
+                self.channel.unreserve(room)
+                if self._stop.is_set():
+                    break
+                failing_since = failing_since or time.monotonic()
+                if not self._on_error(exc, time.monotonic() - failing_since):
+                    break
+                continue
+            logger.debug("Pulled %d message(s) from %r.", len(received), path)
+            self.channel.on_pulled(self, received, room)
+
+    def _on_error(self, exc: BaseException, failing_for: float) -> bool:
+        """Deal with a failed pull; return False when the thread should end."""
+        path = self.subscription.path
+        if isinstance(exc, gexc.NotFound):
+            self.channel.report(BrokerUnavailableError(
+                f"subscription {path!r} disappeared (deleted, or the emulator restarted); "
+                "reconnecting to re-create it"))
+            return False
+        if is_transient(exc) or isinstance(exc, ValueError):  # ValueError: channel closed
+            if failing_for < RECONNECT_AFTER:
+                logger.warning("Pull from %r failed (%s); retrying.", path, exc)
+                self._stop.wait(ERROR_BACKOFF)
+                return True
+            self.channel.report(as_kombu_error(exc, f"pulling from {path!r}")
+                                if is_transient(exc) else BrokerUnavailableError(str(exc)))
+            return False
+        error = as_kombu_error(exc, f"pulling from {path!r}")
+        logger.error("Pull from %r failed and will not be retried: %s", path, error)
+        self.channel.report(error if isinstance(error, PubSubError) else BrokerUnavailableError(str(error)))
+        return False

@@ -1,0 +1,96 @@
+"""The errors kombu_pubsub raises, and the one place Google API errors are classified.
+
+::
+
+    KombuError (kombu.exceptions)
+    └── PubSubError                     anything this package raises
+        ├── ConfigurationError          a bad URL or transport option
+        ├── NamingError                 a queue/exchange name Pub/Sub cannot take
+        ├── ResourceMissingError        create_missing=False and a topic/subscription is absent
+        ├── MessageTooLargeError        a message over Pub/Sub's 10 MB limit
+        ├── PublishError                Pub/Sub refused or did not accept a publish in time
+        └── BrokerUnavailableError      Pub/Sub cannot be reached (a connection error: Celery reconnects)
+"""
+
+from __future__ import annotations
+
+from google.api_core import exceptions as gexc
+from kombu.exceptions import KombuError, OperationalError
+
+
+class PubSubError(KombuError):
+    """Base class of every error kombu_pubsub raises."""
+
+
+class ConfigurationError(PubSubError, ValueError):
+    """A broker URL or transport option is malformed or out of range."""
+
+
+class NamingError(PubSubError, ValueError):
+    """A Celery queue or exchange name cannot be turned into a Pub/Sub id."""
+
+
+class ResourceMissingError(PubSubError):
+    """A topic or subscription does not exist and create_missing is off."""
+
+
+class MessageTooLargeError(PubSubError, ValueError):
+    """A message is larger than Pub/Sub accepts (10 MB)."""
+
+
+class PublishError(PubSubError, OperationalError):
+    """Pub/Sub refused a publish, or did not accept it within publish_timeout."""
+
+
+class BrokerUnavailableError(PubSubError, ConnectionError):
+    """Pub/Sub could not be reached; Celery treats this as a lost connection."""
+
+
+#: Errors that mean "the broker is (perhaps briefly) out of reach": retried
+#: within the operation's time bound, then reported as BrokerUnavailableError,
+#: which is in Transport.connection_errors so Celery reconnects.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.Aborted,
+    gexc.TooManyRequests,
+    gexc.Unknown,
+    gexc.RetryError,
+    gexc.Cancelled,
+)
+
+#: Errors that no retry fixes (bad request, permissions, missing resource):
+#: reported at once as a channel error.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    gexc.InvalidArgument,
+    gexc.PermissionDenied,
+    gexc.Unauthenticated,
+    gexc.NotFound,
+    gexc.FailedPrecondition,
+    gexc.MethodNotImplemented,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Tell whether a Google API error is worth retrying."""
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def as_kombu_error(exc: BaseException, doing: str) -> PubSubError:
+    """Map a Google API error to our tree; `doing` names the operation for the message."""
+    if isinstance(exc, PubSubError):
+        return exc
+    if is_transient(exc):
+        return BrokerUnavailableError(
+            f"Pub/Sub did not answer while {doing}: {exc}. "
+            "Check that Pub/Sub is reachable (PUBSUB_EMULATOR_HOST for the emulator, "
+            "network and credentials for Google Cloud)."
+        )
+    if isinstance(exc, (gexc.PermissionDenied, gexc.Unauthenticated)):
+        return PublishError(
+            f"Pub/Sub refused {doing}: {exc}. Grant the service account the "
+            "roles listed in the README (roles/pubsub.publisher, roles/pubsub.subscriber, "
+            "roles/pubsub.editor when queues are created on demand)."
+        )
+    return PublishError(f"Pub/Sub failed while {doing}: {exc}")

@@ -1,0 +1,71 @@
+"""Celery names → Pub/Sub resource ids, deterministic and one-to-one.
+
+Pub/Sub ids are 3–255 characters of ``[A-Za-z0-9-_.~+%]``, start with a
+letter and must not start with ``goog``. Celery names are freer
+(``celery@host.celery.pidbox``, reply queues named by a UUID), so:
+
+1. every character outside ``[A-Za-z0-9-_.+]`` — and ``%`` and ``~`` themselves —
+   is written as ``%XX`` (UTF-8, upper-case hex), like a URL;
+2. if the result does not start with a letter, is shorter than 3 characters
+   or starts with ``goog``, it is prefixed with ``q~``.
+
+Step 1 never produces ``~``, so a prefixed id can never equal an unprefixed
+one: two different Celery names never share a topic. An id over 255
+characters is refused with :class:`NamingError`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ConfigurationError, NamingError
+
+MAX_ID_LENGTH = 255
+PREFIX = "q~"
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.+")
+
+# Real project ids are 6-30 of [a-z0-9-]; the emulator takes more (our default,
+# "job_queue", has an underscore) and legacy ids carry "domain.com:". Refuse only
+# what can never be a project id: empty, slashes, spaces, upper case, odd symbols.
+_PROJECT_RE = re.compile(r"^[a-z][a-z0-9._:-]{0,98}[a-z0-9]$")
+
+
+def resource_id(name: str) -> str:
+    """Return the Pub/Sub topic/subscription id for the Celery queue or exchange `name`."""
+    if not isinstance(name, str) or not name:
+        raise NamingError(f"queue/exchange name {name!r} is empty; give the queue a name")
+    encoded = "".join(
+        char if char in _SAFE else "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+        for char in name
+    )
+    if not encoded[0].isascii() or not encoded[0].isalpha() or len(encoded) < 3 \
+            or encoded.lower().startswith("goog"):
+        encoded = PREFIX + encoded
+    if len(encoded) > MAX_ID_LENGTH:
+        raise NamingError(
+            f"queue/exchange name {name!r} maps to a Pub/Sub id of {len(encoded)} characters; "
+            f"Pub/Sub allows {MAX_ID_LENGTH}. Use a shorter name "
+            "(each character outside A-Z a-z 0-9 - _ . + takes 3)."
+        )
+    return encoded
+
+
+def check_project(project: str) -> str:
+    """Return `project` if it can be a Pub/Sub project id, else raise ConfigurationError."""
+    if not isinstance(project, str) or not _PROJECT_RE.match(project):
+        raise ConfigurationError(
+            f"project id {project!r} is not valid: expected lower-case letters, digits, "
+            "'-' or '_' starting with a letter (e.g. 'my-project'); set "
+            "PUBSUB_JOB_QUEUE_PROJECT_ID or use pubsub://<project-id>"
+        )
+    return project
+
+
+def topic_path(project: str, name: str) -> str:
+    """Full topic path for a Celery queue or exchange name."""
+    return f"projects/{project}/topics/{resource_id(name)}"
+
+
+def subscription_path(project: str, name: str) -> str:
+    """Full subscription path for a Celery queue name."""
+    return f"projects/{project}/subscriptions/{resource_id(name)}"

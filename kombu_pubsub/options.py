@@ -1,0 +1,149 @@
+"""Transport options: one frozen dataclass, built and validated once per connection.
+
+Celery passes ``broker_transport_options`` as a dict whose values may be strings
+(env-style configuration); :meth:`TransportOptions.from_mapping` accepts both and
+raises :class:`ConfigurationError` naming the option, the value and the range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigurationError
+from .naming import check_project
+
+DEFAULT_PROJECT = "job_queue"
+PROJECT_ENV = "PUBSUB_JOB_QUEUE_PROJECT_ID"
+DAY = 86400.0
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransportOptions:
+    """Every knob of the transport. Seconds are floats; ranges are inclusive."""
+
+    create_missing: bool = True
+    """Create topics and subscriptions on first use (race-safe). Off in production
+    where they are provisioned; then a missing one is a ResourceMissingError."""
+
+    ack_deadline: float = 30.0
+    """Ack deadline given to subscriptions we create and to each lease extension,
+    seconds, 10–600. A message held by a killed worker comes back within about this."""
+
+    max_lease: float = 3600.0
+    """Longest time a worker keeps a message leased, seconds, 10–86400. After it the
+    lease is let go (WARNING) and Pub/Sub redelivers the message."""
+
+    publish_timeout: float = 20.0
+    """Longest time delay()/apply_async() waits for Pub/Sub to accept a message,
+    seconds, 0.1–300. Past it the call raises PublishError."""
+
+    fast_publish: bool = False
+    """Hand messages to the client's batcher and return at once (no per-call round
+    trip). Failures are logged and counted; pending messages are flushed at
+    connection close and at interpreter exit, but a crash can lose them."""
+
+    message_retention: float = 7 * DAY
+    """How long work subscriptions keep unacked messages, seconds, 600–2678400 (31 days)."""
+
+    subscription_ttl: float = 0.0
+    """Idle time after which Pub/Sub deletes a work subscription, seconds; 0 = never
+    (the default), else 86400–2678400."""
+
+    temporary_ttl: float = DAY
+    """Expiry backstop for temporary subscriptions (reply/broadcast queues), seconds,
+    86400–2678400 (Pub/Sub's minimum is one day). They are deleted on close anyway."""
+
+    pull_max_messages: int = 100
+    """Most messages one pull may return when no prefetch limit applies, 1–1000."""
+
+    pull_timeout: float = 10.0
+    """How long one pull waits on the server for messages, seconds, 1–60."""
+
+    ack_batch_bytes: int = 400_000
+    """Most bytes of ack ids in one acknowledge/modify request, 1000–500000
+    (Pub/Sub's request limit is 512 KiB)."""
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any] | None) -> TransportOptions:
+        """Build from ``broker_transport_options``; unknown keys used by Kombu itself are ignored."""
+        values: dict[str, Any] = {}
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        for name, raw in (options or {}).items():
+            if name not in fields:
+                continue
+            values[name] = _coerce(name, raw, fields[name].default)
+        result = cls(**values)
+        result.validate()
+        return result
+
+    def validate(self) -> None:
+        """Raise ConfigurationError for the first option out of range."""
+        _check_range("ack_deadline", self.ack_deadline, 10, 600)
+        _check_range("max_lease", self.max_lease, 10, DAY)
+        _check_range("publish_timeout", self.publish_timeout, 0.1, 300)
+        _check_range("message_retention", self.message_retention, 600, 31 * DAY)
+        if self.subscription_ttl:
+            _check_range("subscription_ttl", self.subscription_ttl, DAY, 31 * DAY)
+        _check_range("temporary_ttl", self.temporary_ttl, DAY, 31 * DAY)
+        _check_range("pull_max_messages", self.pull_max_messages, 1, 1000)
+        _check_range("pull_timeout", self.pull_timeout, 1, 60)
+        _check_range("ack_batch_bytes", self.ack_batch_bytes, 1000, 500_000)
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    """Turn `raw` into the type of `default` (bool, int or float); strings accepted."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            value = float(raw)
+            if value != int(value):
+                raise ValueError(raw)
+            return int(value)
+        return float(raw)
+    except (TypeError, ValueError):
+        kind = "true/false" if isinstance(default, bool) else type(default).__name__
+        raise ConfigurationError(
+            f"transport option {name}={raw!r} is not a valid {kind}"
+        ) from None
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigurationError(
+            f"transport option {name}={value!r} is out of range; accepted: {low:g} to {high:g}"
+        )
+
+
+def project_from_url(
+    hostname: str | None, port: int | None = None, userid: str | None = None,
+    password: str | None = None, virtual_host: str | None = None,
+) -> str:
+    """The project id from ``pubsub://PROJECT`` (Kombu's parsed URL parts).
+
+    ``pubsub://`` alone takes ``$PUBSUB_JOB_QUEUE_PROJECT_ID``, else ``job_queue``.
+    """
+    expected = "expected pubsub://<project-id> or pubsub:// with PUBSUB_JOB_QUEUE_PROJECT_ID set"
+    if port or userid or password:
+        raise ConfigurationError(
+            f"broker URL has a port, user or password, which Pub/Sub does not use; {expected}"
+        )
+    if virtual_host not in (None, "", "/"):
+        raise ConfigurationError(
+            f"broker URL has a path {virtual_host!r}, which Pub/Sub does not use; {expected}"
+        )
+    project = hostname or os.environ.get(PROJECT_ENV) or DEFAULT_PROJECT
+    return check_project(project)

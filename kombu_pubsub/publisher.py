@@ -1,0 +1,113 @@
+"""Publishing: awaited by default (Pub/Sub accepted it before delay() returns), or fast.
+
+Awaited: one synchronous Publish RPC per message, no batching thread in the
+way, transient errors retried until ``publish_timeout``, then PublishError.
+Fast (``fast_publish``): the client library's batcher; futures are tracked so
+close() and interpreter exit flush them, and failures are logged and counted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from concurrent import futures
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
+
+from . import rpc
+from .errors import PublishError, as_kombu_error
+from .options import TransportOptions
+
+logger = logging.getLogger(__name__)
+
+_open_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+class Publisher:
+    """Sends encoded messages to topics for one connection."""
+
+    def __init__(self, client: pubsub_v1.PublisherClient, options: TransportOptions) -> None:
+        self._client = client
+        self._options = options
+        self._retry = rpc.retry_within(options.publish_timeout)
+        # Guards _pending and the counters: fast-mode done callbacks run on the
+        # client's batch threads.
+        self._lock = threading.Lock()
+        self._pending: set[futures.Future] = set()
+        self.published = 0
+        self.failed = 0
+        _open_publishers.add(self)
+
+    def publish(self, topic_path: str, data: bytes, attributes: dict[str, str]) -> None:
+        """Publish one message; in awaited mode return only once Pub/Sub accepted it."""
+        if self._options.fast_publish:
+            future = self._client.publish(topic_path, data, **attributes)
+            with self._lock:
+                self._pending.add(future)
+            future.add_done_callback(self._on_done)
+            return
+        try:
+            GapicPublisher.publish(
+                self._client,
+                request={"topic": topic_path, "messages": [{"data": data, "attributes": attributes}]},
+                retry=self._retry, timeout=self._options.publish_timeout,
+            )
+        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+            with self._lock:
+                self.failed += 1
+            raise _publish_error(exc, topic_path) from exc
+        with self._lock:
+            self.published += 1
+
+    def _on_done(self, future: futures.Future) -> None:
+        """Count the result of a fast-mode publish (runs on a client batch thread)."""
+        with self._lock:
+            self._pending.discard(future)
+            if future.exception() is None:
+                self.published += 1
+                return
+            self.failed += 1
+        logger.error("Fast-mode publish failed; the message is lost: %s", future.exception())
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait for fast-mode messages in flight; return how many did not make it in time."""
+        with self._lock:
+            pending = list(self._pending)
+        if not pending:
+            return 0
+        done, not_done = futures.wait(pending, timeout=timeout or self._options.publish_timeout)
+        if not_done:
+            logger.error("%d fast-mode messages were not accepted by Pub/Sub within %.1fs "
+                         "and may be lost.", len(not_done), timeout or self._options.publish_timeout)
+        return len(not_done)
+
+    def close(self) -> None:
+        """Flush fast-mode messages, then stop the client's batch threads."""
+        self.flush()
+        _open_publishers.discard(self)
+
+
+def _publish_error(exc: BaseException, topic_path: str) -> PublishError:
+    if isinstance(exc, gexc.NotFound):
+        return PublishError(
+            f"topic {topic_path!r} does not exist (deleted, or the emulator restarted); "
+            "declare the queue again or run 'celery pubsub provision'"
+        )
+    mapped = as_kombu_error(exc, f"publishing to {topic_path!r}")
+    if isinstance(mapped, PublishError):
+        return mapped
+    return PublishError(
+        f"Pub/Sub did not accept a message for {topic_path!r} within the publish_timeout: {exc}. "
+        "Check that Pub/Sub is reachable (PUBSUB_EMULATOR_HOST for the emulator)."
+    )
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Fast mode: deliver what is still in the batcher when the interpreter exits."""
+    for publisher in list(_open_publishers):
+        publisher.flush()

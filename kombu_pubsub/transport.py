@@ -1,0 +1,181 @@
+"""Google Cloud Pub/Sub transport for Kombu and Celery.
+
+Features
+========
+* Type: Virtual
+* Supports Direct: Yes (a queue is a topic + subscription with the queue's name)
+* Supports Topic: Yes, routed within the publishing connection (as Kombu's virtual transports do)
+* Supports Fanout: Yes (one topic per exchange, one subscription per bound queue)
+* Supports Priority: No
+* Supports TTL: No
+
+Connection String
+=================
+``pubsub://PROJECT``; ``pubsub://`` takes ``$PUBSUB_JOB_QUEUE_PROJECT_ID``, else
+``job_queue``. The emulator is used when ``PUBSUB_EMULATOR_HOST`` is set, Google
+Cloud with Application Default Credentials otherwise.
+
+Transport Options
+=================
+See :class:`kombu_pubsub.options.TransportOptions` (and the README table):
+``create_missing``, ``ack_deadline``, ``max_lease``, ``publish_timeout``,
+``fast_publish``, ``message_retention``, ``subscription_ttl``, ``temporary_ttl``,
+``pull_max_messages``, ``pull_timeout``, ``ack_batch_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import google.auth.exceptions
+from google.cloud import pubsub_v1
+from kombu.transport import virtual
+
+from .acker import Acker
+from .admin import Admin, SubscriptionInfo
+from .channel import Channel
+from .consumer import ReadyBuffer
+from .errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    ResourceMissingError,
+)
+from .leaser import Leaser
+from .options import TransportOptions, project_from_url
+from .publisher import Publisher
+
+logger = logging.getLogger(__name__)
+
+
+class Transport(virtual.Transport):
+    """Kombu transport whose queues are Pub/Sub topic + subscription pairs."""
+
+    Channel = Channel
+    driver_type = "pubsub"
+    driver_name = "google-cloud-pubsub"
+    default_port = None
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False,
+        exchange_type=frozenset(["direct", "topic", "fanout"]),
+        heartbeats=False,
+    )
+    # Connection errors make Celery reconnect; channel errors are reported as they are.
+    connection_errors = virtual.Transport.connection_errors + (BrokerUnavailableError,)
+    channel_errors = virtual.Transport.channel_errors + (ResourceMissingError,)
+    # Only these are retried by kombu's Connection.ensure(); a PublishError (already
+    # retried for publish_timeout) reaches the caller at once.
+    recoverable_connection_errors = (BrokerUnavailableError,)
+    recoverable_channel_errors = ()
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.options = TransportOptions.from_mapping(client.transport_options)
+        self.project = project_from_url(client.hostname, client.port, client.userid,
+                                        client.password, client.virtual_host)
+        self.ready = ReadyBuffer()
+        # Guards the lazily built clients and helpers below.
+        self._lock = threading.Lock()
+        self._clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient] | None = None
+        self._admin: Admin | None = None
+        self._publisher: Publisher | None = None
+        self._acker: Acker | None = None
+        self._leaser: Leaser | None = None
+        #: queue name → its subscription, once ensured on this connection.
+        self.subscriptions: dict[str, SubscriptionInfo] = {}
+        self._topics: dict[str, str] = {}
+
+    # -- clients, built on first use (creating a client makes no RPC) --------------
+    def _build(self) -> None:
+        with self._lock:
+            if self._clients is not None:
+                return
+            try:
+                publisher_client = pubsub_v1.PublisherClient()
+                subscriber_client = pubsub_v1.SubscriberClient()
+            except google.auth.exceptions.DefaultCredentialsError as exc:
+                raise ConfigurationError(
+                    f"no Google Cloud credentials ({exc}); run 'gcloud auth application-default "
+                    "login', set GOOGLE_APPLICATION_CREDENTIALS, or set PUBSUB_EMULATOR_HOST "
+                    "to use the emulator") from None
+            self._admin = Admin(self.project, self.options, publisher_client, subscriber_client)
+            self._publisher = Publisher(publisher_client, self.options)
+            self._acker = Acker(subscriber_client, self.options)
+            self._leaser = Leaser(self._acker, self.options)
+            self._acker.start()
+            self._leaser.start()
+            self._clients = (publisher_client, subscriber_client)
+
+    @property
+    def subscriber(self) -> pubsub_v1.SubscriberClient:
+        self._build()
+        assert self._clients is not None
+        return self._clients[1]
+
+    @property
+    def admin(self) -> Admin:
+        self._build()
+        assert self._admin is not None
+        return self._admin
+
+    @property
+    def publisher(self) -> Publisher:
+        self._build()
+        assert self._publisher is not None
+        return self._publisher
+
+    @property
+    def acker(self) -> Acker:
+        self._build()
+        assert self._acker is not None
+        return self._acker
+
+    @property
+    def leaser(self) -> Leaser:
+        self._build()
+        assert self._leaser is not None
+        return self._leaser
+
+    def ensure_topic(self, name: str) -> str:
+        """Topic path for an exchange, created once per connection."""
+        path = self._topics.get(name)
+        if path is None:
+            path = self._topics[name] = self.admin.ensure_topic(name)
+        return path
+
+    # -- Kombu transport contract -------------------------------------------------
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        return {}
+
+    def establish_connection(self) -> Transport:
+        self._build()
+        return super().establish_connection()
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        """Consuming thread: wait for pulled messages (no polling) and deliver them."""
+        deliveries = self.ready.take(timeout)
+        if not deliveries:
+            raise TimeoutError()
+        for index, delivery in enumerate(deliveries):
+            try:
+                delivery.channel.deliver(delivery)
+            except BaseException:
+                self.ready.put_back(deliveries[index + 1:])
+                raise
+
+    def close_connection(self, connection: Any) -> None:
+        """Close channels (stop pulling, release messages) → flush acks → stop leasing → close clients."""
+        super().close_connection(connection)
+        with self._lock:
+            clients, self._clients = self._clients, None
+        if clients is None:
+            return
+        assert self._acker is not None and self._leaser is not None and self._publisher is not None
+        self._acker.stop()
+        self._leaser.stop()
+        self._publisher.close()
+        publisher_client, subscriber_client = clients
+        publisher_client.stop()
+        subscriber_client.close()  # also cancels pulls still in flight

@@ -1,0 +1,74 @@
+"""Kombu message ↔ Pub/Sub message, the format on the wire.
+
+A Pub/Sub message's ``data`` is the UTF-8 JSON of Kombu's virtual-transport
+envelope (``body`` — base64 unless ``body_encoding`` says otherwise —
+``content-type``, ``content-encoding``, ``headers``, ``properties``), the same
+envelope every Kombu virtual transport stores. Attributes carry a copy of the
+task name and id (for the console and morgue listings), never the payload.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import MessageTooLargeError
+
+#: Pub/Sub refuses messages over 10 MB (data + attributes); keep 10 KB for attributes.
+MAX_DATA_BYTES = 10_000_000 - 10_000
+#: Pub/Sub attribute values are at most 1024 bytes.
+MAX_ATTRIBUTE_BYTES = 1024
+FORMAT_ATTRIBUTE = "kombu_pubsub"
+FORMAT_VERSION = "1"
+
+
+class UndecodableMessage(ValueError):
+    """A Pub/Sub message whose data is not a Kombu envelope; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode(envelope: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """Return (data, attributes) for a Kombu envelope; raise MessageTooLargeError when over 10 MB."""
+    data = json.dumps(envelope, separators=(",", ":")).encode("utf-8")
+    if len(data) > MAX_DATA_BYTES:
+        raise MessageTooLargeError(
+            f"message of {len(data)} bytes exceeds Pub/Sub's 10 MB limit; "
+            "pass a reference (e.g. a Cloud Storage URL) instead of the data itself"
+        )
+    attributes = {FORMAT_ATTRIBUTE: FORMAT_VERSION}
+    headers = envelope.get("headers") or {}
+    for key in ("task", "id"):
+        value = headers.get(key)
+        if isinstance(value, str):
+            attributes[key] = _clip(value)
+    return data, attributes
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Return the Kombu envelope in `data`, or raise UndecodableMessage saying why."""
+    if not data:
+        raise UndecodableMessage("empty message data")
+    try:
+        envelope = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raise UndecodableMessage("message data is not UTF-8 JSON") from None
+    if not isinstance(envelope, dict):
+        raise UndecodableMessage("message JSON is not an object (Kombu envelope)")
+    properties = envelope.get("properties")
+    if not isinstance(properties, dict) or "body" not in envelope:
+        raise UndecodableMessage("message JSON lacks the Kombu envelope keys 'body' and 'properties'")
+    if not isinstance(properties.get("delivery_info", {}), dict):
+        raise UndecodableMessage("message properties.delivery_info is not an object")
+    if not isinstance(envelope.get("headers") or {}, dict):
+        raise UndecodableMessage("message headers is not an object")
+    return envelope
+
+
+def _clip(value: str) -> str:
+    encoded = value.encode("utf-8")
+    if len(encoded) <= MAX_ATTRIBUTE_BYTES:
+        return value
+    return encoded[:MAX_ATTRIBUTE_BYTES].decode("utf-8", errors="ignore")

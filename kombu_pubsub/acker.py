@@ -34,8 +34,10 @@ _STOP = ("", "", 0)
 class Acker:
     """Owns the thread that sends acknowledge / modify_ack_deadline requests."""
 
-    def __init__(self, subscriber: pubsub_v1.SubscriberClient, options: TransportOptions) -> None:
+    def __init__(self, subscriber: pubsub_v1.SubscriberClient, options: TransportOptions,
+                 budget: rpc.Budget) -> None:
         self._subscriber = subscriber
+        self._budget = budget
         self._options = options
         self._queue: queue.SimpleQueue[tuple[str, str, int]] = queue.SimpleQueue()
         # Guards _thread (start/stop may be called from different threads).
@@ -95,12 +97,12 @@ class Acker:
         try:
             if seconds == ACK:
                 rpc.call(self._subscriber.acknowledge, f"acking on {subscription_path!r}",
-                         self._options.publish_timeout, subscription=subscription_path,
+                         self._budget, subscription=subscription_path,
                          ack_ids=ack_ids)
             else:
                 rpc.call(self._subscriber.modify_ack_deadline,
                          f"changing ack deadlines on {subscription_path!r}",
-                         self._options.publish_timeout, subscription=subscription_path,
+                         self._budget, subscription=subscription_path,
                          ack_ids=ack_ids, ack_deadline_seconds=seconds)
             self.sent_requests += 1
         except (PubSubError, gexc.GoogleAPICallError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
@@ -20,6 +21,8 @@ from .options import TransportOptions
 
 logger = logging.getLogger(__name__)
 
+#: What Pub/Sub shows as the topic of a subscription whose topic was deleted.
+DETACHED_TOPIC = "_deleted-topic_"
 #: Purge pulls in batches of this many (Pub/Sub's max per pull is 1000).
 PURGE_BATCH = 1000
 
@@ -38,8 +41,9 @@ class Admin:
 
     def __init__(self, project: str, options: TransportOptions,
                  publisher: pubsub_v1.PublisherClient,
-                 subscriber: pubsub_v1.SubscriberClient) -> None:
+                 subscriber: pubsub_v1.SubscriberClient, budget: rpc.Budget) -> None:
         self.project = project
+        self._budget = budget
         self.options = options
         self._publisher = publisher
         self._subscriber = subscriber
@@ -53,10 +57,9 @@ class Admin:
     def ensure_topic(self, name: str) -> str:
         """Make sure the topic for `name` exists; return its path."""
         path = self.topic_path(name)
-        deadline = self.options.publish_timeout
         if not self.options.create_missing:
             try:
-                rpc.call(self._publisher.get_topic, f"looking up topic {path!r}", deadline, topic=path)
+                rpc.call(self._publisher.get_topic, f"looking up topic {path!r}", self._budget, topic=path)
             except gexc.NotFound:
                 raise ResourceMissingError(
                     f"topic {path!r} does not exist and create_missing is off; create it with "
@@ -65,7 +68,7 @@ class Admin:
                 ) from None
             return path
         try:
-            rpc.call(self._publisher.create_topic, f"creating topic {path!r}", deadline, name=path)
+            rpc.call(self._publisher.create_topic, f"creating topic {path!r}", self._budget, name=path)
             logger.info("Created topic %r.", path)
         except gexc.AlreadyExists:
             pass
@@ -75,11 +78,10 @@ class Admin:
         """Make sure subscription `name` on topic `topic_name` exists; return what it is."""
         topic_path = self.ensure_topic(topic_name)
         path = self.subscription_path(name)
-        deadline = self.options.publish_timeout
         if self.options.create_missing:
             try:
                 created = rpc.call(self._subscriber.create_subscription,
-                                   f"creating subscription {path!r}", deadline,
+                                   f"creating subscription {path!r}", self._budget,
                                    **self._subscription_fields(path, topic_path, temporary))
                 logger.info("Created subscription %r on %r.", path, topic_path)
                 return SubscriptionInfo(path, topic_path, float(created.ack_deadline_seconds))
@@ -87,7 +89,7 @@ class Admin:
                 pass
         try:
             found = rpc.call(self._subscriber.get_subscription,
-                             f"looking up subscription {path!r}", deadline, subscription=path)
+                             f"looking up subscription {path!r}", self._budget, subscription=path)
         except gexc.NotFound:
             raise ResourceMissingError(
                 f"subscription {path!r} does not exist and create_missing is off; create it with "
@@ -95,10 +97,12 @@ class Admin:
                 f"--topic {naming.resource_id(topic_name)} --project {self.project}' "
                 "or 'celery pubsub provision'"
             ) from None
-        if found.topic != topic_path:
-            logger.warning("Subscription %r is attached to %r, not %r: messages published to "
-                           "the queue will not reach it. Delete it so it is re-created.",
-                           path, found.topic, topic_path)
+        if found.topic == DETACHED_TOPIC and self.options.create_missing:
+            # Its topic was deleted: nothing published from now on would reach it.
+            logger.warning("Subscription %r lost its topic (deleted); re-creating it. Messages "
+                           "still on the old subscription are dropped with it.", path)
+            self.delete_subscription(path)
+            return self.ensure_subscription(name, topic_name, temporary=temporary)
         return SubscriptionInfo(path, found.topic, float(found.ack_deadline_seconds))
 
     def _subscription_fields(self, path: str, topic_path: str, temporary: bool) -> dict:
@@ -122,7 +126,7 @@ class Admin:
         """Tell whether the topic for `name` exists."""
         try:
             rpc.call(self._publisher.get_topic, f"looking up topic for {name!r}",
-                     self.options.publish_timeout, topic=self.topic_path(name))
+                     self._budget, topic=self.topic_path(name))
         except gexc.NotFound:
             return False
         return True
@@ -131,7 +135,7 @@ class Admin:
         """Delete a subscription; a missing one is fine."""
         try:
             rpc.call(self._subscriber.delete_subscription, f"deleting subscription {path!r}",
-                     self.options.publish_timeout, subscription=path)
+                     self._budget, subscription=path)
             logger.debug("Deleted subscription %r.", path)
         except gexc.NotFound:
             pass
@@ -140,7 +144,7 @@ class Admin:
         """Delete a topic; a missing one is fine."""
         try:
             rpc.call(self._publisher.delete_topic, f"deleting topic {path!r}",
-                     self.options.publish_timeout, topic=path)
+                     self._budget, topic=path)
             logger.debug("Deleted topic %r.", path)
         except gexc.NotFound:
             pass
@@ -159,7 +163,7 @@ class Admin:
         now.GetCurrentTime()
         try:
             rpc.call(self._subscriber.seek, f"purging {subscription_path!r}",
-                     self.options.publish_timeout, subscription=subscription_path, time=now)
+                     self._budget, subscription=subscription_path, time=now)
         except gexc.NotFound:
             return 0
         except PubSubError as exc:
@@ -171,14 +175,16 @@ class Admin:
     def _purge_by_pulling(self, subscription_path: str) -> int:
         removed = 0
         while True:
-            response = rpc.call(self._subscriber.pull, f"purging {subscription_path!r}",
-                                self.options.publish_timeout, subscription=subscription_path,
-                                max_messages=PURGE_BATCH, return_immediately=True)
+            with warnings.catch_warnings():  # return_immediately is deprecated, and right here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                response = rpc.call(self._subscriber.pull, f"purging {subscription_path!r}",
+                                    self._budget, subscription=subscription_path,
+                                    max_messages=PURGE_BATCH, return_immediately=True)
             ack_ids = [received.ack_id for received in response.received_messages]
             if not ack_ids:
                 return removed
             rpc.call(self._subscriber.acknowledge, f"purging {subscription_path!r}",
-                     self.options.publish_timeout, subscription=subscription_path, ack_ids=ack_ids)
+                     self._budget, subscription=subscription_path, ack_ids=ack_ids)
             removed += len(ack_ids)
 
 

@@ -19,7 +19,7 @@ from google.cloud import pubsub_v1
 from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 
 from . import rpc
-from .errors import PublishError, as_kombu_error
+from .errors import PublishError, as_kombu_error, is_transient
 from .options import TransportOptions
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,11 @@ _open_publishers: weakref.WeakSet[Publisher] = weakref.WeakSet()
 class Publisher:
     """Sends encoded messages to topics for one connection."""
 
-    def __init__(self, client: pubsub_v1.PublisherClient, options: TransportOptions) -> None:
+    def __init__(self, client: pubsub_v1.PublisherClient, options: TransportOptions,
+                 budget: rpc.Budget) -> None:
         self._client = client
         self._options = options
-        self._retry = rpc.retry_within(options.publish_timeout)
+        self._budget = budget
         # Guards _pending and the counters: fast-mode done callbacks run on the
         # client's batch threads.
         self._lock = threading.Lock()
@@ -50,16 +51,20 @@ class Publisher:
                 self._pending.add(future)
             future.add_done_callback(self._on_done)
             return
+        deadline = self._budget.deadline()
         try:
             GapicPublisher.publish(
                 self._client,
                 request={"topic": topic_path, "messages": [{"data": data, "attributes": attributes}]},
-                retry=self._retry, timeout=self._options.publish_timeout,
+                retry=rpc.retry_within(deadline), timeout=deadline,
             )
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             with self._lock:
                 self.failed += 1
+            if is_transient(exc):
+                self._budget.failed()
             raise _publish_error(exc, topic_path) from exc
+        self._budget.succeeded()
         with self._lock:
             self.published += 1
 

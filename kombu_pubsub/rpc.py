@@ -6,6 +6,9 @@ backoff until the deadline, then raised as our error classes (see errors.py).
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,17 +30,71 @@ def retry_within(deadline: float) -> Retry:
                  multiplier=multiplier, timeout=deadline)
 
 
-def call(method: Callable[..., T], doing: str, deadline: float, **request: Any) -> T:
-    """Call a GAPIC `method` with `request`, retrying transient errors for `deadline` seconds.
+class Budget:
+    """One time bound across retries while Pub/Sub is unreachable.
+
+    Kombu's ``Connection.ensure`` (and so Celery's ``apply_async``) retries a
+    connection error a few times; if each attempt waited the full
+    ``publish_timeout`` the caller would wait several times that. So after a
+    first failure, later calls only get what is left of the bound since that
+    failure (at least MIN_ATTEMPT seconds), until a call succeeds again.
+    """
+
+    #: Shortest wait given to a call while Pub/Sub is known to be failing, seconds.
+    MIN_ATTEMPT = 0.5
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+        # Guards _failing_since: RPCs run on the caller's and on background threads.
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+
+    def deadline(self) -> float:
+        with self._lock:
+            if self._failing_since is None:
+                return self.total
+            return max(self.MIN_ATTEMPT, self.total - (time.monotonic() - self._failing_since))
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failing_since = None
+
+    def failed(self) -> None:
+        with self._lock:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+
+
+def call(method: Callable[..., T], doing: str, budget: Budget, **request: Any) -> T:
+    """Call a GAPIC `method` with `request`, retrying transient errors within the budget.
 
     Raises our PubSubError subclasses; NotFound and AlreadyExists pass through
     untouched because callers decide what those mean.
     """
+    deadline = budget.deadline()
     try:
-        return method(request=request, retry=retry_within(deadline), timeout=deadline)
+        result = method(request=request, retry=retry_within(deadline), timeout=deadline)
     except (gexc.NotFound, gexc.AlreadyExists):
+        budget.succeeded()
         raise
-    except gexc.GoogleAPICallError as exc:
+    except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+        if is_transient(exc):
+            budget.failed()
         raise as_kombu_error(exc, doing) from exc
-    except gexc.RetryError as exc:
-        raise as_kombu_error(exc, doing) from exc
+    budget.succeeded()
+    return result
+
+
+_budgets: dict[tuple[str, str, float], Budget] = {}
+_budgets_lock = threading.Lock()
+
+
+def budget_for(project: str, total: float) -> Budget:
+    """The process-wide Budget for a project (and endpoint): kombu makes a new
+    transport on each reconnect, and the bound must hold across them."""
+    key = (os.environ.get("PUBSUB_EMULATOR_HOST", ""), project, total)
+    with _budgets_lock:
+        budget = _budgets.get(key)
+        if budget is None:
+            budget = _budgets[key] = Budget(total)
+        return budget

@@ -33,6 +33,7 @@ import google.auth.exceptions
 from google.cloud import pubsub_v1
 from kombu.transport import virtual
 
+from . import rpc
 from .acker import Acker
 from .admin import Admin, SubscriptionInfo
 from .channel import Channel
@@ -99,9 +100,10 @@ class Transport(virtual.Transport):
                     f"no Google Cloud credentials ({exc}); run 'gcloud auth application-default "
                     "login', set GOOGLE_APPLICATION_CREDENTIALS, or set PUBSUB_EMULATOR_HOST "
                     "to use the emulator") from None
-            self._admin = Admin(self.project, self.options, publisher_client, subscriber_client)
-            self._publisher = Publisher(publisher_client, self.options)
-            self._acker = Acker(subscriber_client, self.options)
+            budget = rpc.budget_for(self.project, self.options.publish_timeout)
+            self._admin = Admin(self.project, self.options, publisher_client, subscriber_client, budget)
+            self._publisher = Publisher(publisher_client, self.options, budget)
+            self._acker = Acker(subscriber_client, self.options, budget)
             self._leaser = Leaser(self._acker, self.options)
             self._acker.start()
             self._leaser.start()

@@ -1,0 +1,41 @@
+"""The Celery app end-to-end tests run in `celery worker` subprocesses.
+
+Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID, QUEUE_NAME,
+E2E_LOG (a file each task execution appends a line to), E2E_ACKS_LATE,
+E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from celery import Celery
+
+import kombu_pubsub  # noqa: F401 - registers pubsub://
+
+app = Celery("e2e_app", broker=f"pubsub://{os.environ.get('PUBSUB_JOB_QUEUE_PROJECT_ID', 'job_queue')}")
+app.conf.update(
+    task_default_queue=os.environ.get("QUEUE_NAME", "default"),
+    task_acks_late=os.environ.get("E2E_ACKS_LATE", "1") == "1",
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=int(os.environ.get("E2E_PREFETCH", "1")),
+    broker_transport_options=json.loads(os.environ.get("E2E_TRANSPORT_OPTIONS", "{}")),
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=True,
+)
+
+
+def _record(event: str, token: str) -> None:
+    with open(os.environ["E2E_LOG"], "a") as log:
+        log.write(f"{event} {token} {os.getpid()} {time.time():.3f}\n")
+
+
+@app.task(name="e2e.record")
+def record(token: str, sleep: float = 0.0) -> str:
+    """Write 'start', sleep, write 'done': the test reads what ran, where and when."""
+    _record("start", token)
+    time.sleep(sleep)
+    _record("done", token)
+    return token

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.emulator import Emulator, port_open
+
+
+@pytest.fixture(scope="session")
+def emulator_host() -> Iterator[str]:
+    """PUBSUB_EMULATOR_HOST for the session: the one set, or one we start."""
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if host:
+        name, _, port = host.rpartition(":")
+        if not port_open(name or "127.0.0.1", int(port)):
+            pytest.fail(f"PUBSUB_EMULATOR_HOST={host} is set but nothing listens there; start the "
+                        "emulator or unset the variable so the tests start their own")
+        yield host
+        return
+    try:
+        emulator = Emulator().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+    try:
+        yield emulator.host
+    finally:
+        emulator.stop()
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)

@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import pubsub_v1
+from kombu import Connection
+
+import kombu_pubsub  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _emulator(emulator_host: str) -> str:
+    return emulator_host
+
+
+@pytest.fixture
+def project() -> str:
+    """A project id of its own per test: isolation without restarting the emulator."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def connect(project: str) -> Iterator[Callable[..., Connection]]:
+    """Factory of kombu Connections to the test's project; closes them at the end."""
+    made: list[Connection] = []
+
+    def factory(**transport_options: Any) -> Connection:
+        connection = Connection(f"pubsub://{project}", transport_options=transport_options)
+        made.append(connection)
+        return connection
+
+    yield factory
+    for connection in made:
+        connection.release()
+
+
+@pytest.fixture(scope="session")
+def publisher_client(emulator_host: str) -> pubsub_v1.PublisherClient:
+    return pubsub_v1.PublisherClient()
+
+
+@pytest.fixture(scope="session")
+def subscriber_client(emulator_host: str) -> pubsub_v1.SubscriberClient:
+    return pubsub_v1.SubscriberClient()
+
+
+def pull_all(subscriber: pubsub_v1.SubscriberClient, path: str, ack: bool = True) -> list:
+    """Every message waiting on a subscription right now (raw client)."""
+    got = []
+    while True:
+        response = subscriber.pull(request={"subscription": path, "max_messages": 1000,
+                                            "return_immediately": True}, timeout=10)
+        if not response.received_messages:
+            return got
+        got.extend(response.received_messages)
+        if ack:
+            subscriber.acknowledge(request={"subscription": path,
+                                            "ack_ids": [m.ack_id for m in response.received_messages]})
+
+
+class Worker:
+    """A stock `celery worker` subprocess on the e2e app, with its log file."""
+
+    def __init__(self, env: dict[str, str], args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.apps.e2e_app", "worker", "-l", "info",
+             "--without-gossip", "--without-mingle", *args],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self, timeout: float = 60.0) -> Worker:
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker did not become ready:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(10)
+        self._log.close()
+
+
+class TaskLog:
+    """Reads the lines tasks write: 'start|done TOKEN PID TIME'."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.touch()
+
+    def events(self, event: str) -> list[tuple[str, int, float]]:
+        rows = []
+        for line in self.path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == event:
+                rows.append((parts[1], int(parts[2]), float(parts[3])))
+        return rows
+
+    def tokens(self, event: str) -> list[str]:
+        return [token for token, _, _ in self.events(event)]
+
+    def wait_for(self, event: str, count: int, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(set(self.tokens(event))) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.tokens(event)
+
+
+@pytest.fixture
+def task_log(tmp_path: Path) -> TaskLog:
+    return TaskLog(tmp_path / "tasks.log")
+
+
+@pytest.fixture
+def e2e_env(project: str, task_log: TaskLog, emulator_host: str) -> dict[str, str]:
+    """Environment for e2e subprocesses (worker and producers)."""
+    env = dict(os.environ)
+    env.update(PUBSUB_EMULATOR_HOST=emulator_host, PUBSUB_JOB_QUEUE_PROJECT_ID=project,
+               QUEUE_NAME="e2e", E2E_LOG=str(task_log.path), PYTHONPATH=str(ROOT))
+    return env
+
+
+@pytest.fixture
+def start_worker(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def factory(*args: str, transport_options: dict | None = None, wait: bool = True,
+                **env: str) -> Worker:
+        worker_env = dict(e2e_env, **env)
+        if transport_options:
+            worker_env["E2E_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
+        worker = Worker(worker_env, ["-Q", worker_env["QUEUE_NAME"], *args],
+                        tmp_path / f"worker{len(workers)}.log")
+        workers.append(worker)
+        return worker.wait_ready() if wait else worker
+
+    yield factory
+    for worker in workers:
+        worker.stop()
+
+
+def run_producer(env: dict[str, str], code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run Python `code` in a fresh process (imports tests.apps.e2e_app as `app`)."""
+    script = "from tests.apps.e2e_app import app, record\n" + code
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=timeout,
+                           capture_output=True, text=True)

@@ -1,0 +1,100 @@
+"""Publishing loses nothing: awaited by default, flushed in fast mode, bounded when Pub/Sub is down."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from kombu import Connection, Queue
+from kombu.exceptions import OperationalError
+
+from kombu_pubsub import MessageTooLargeError, PublishError
+from tests.emulator import free_port
+from tests.integration.conftest import pull_all, run_producer
+
+PRODUCE_500_AND_EXIT = """
+import os
+for i in range(500):
+    record.delay(f"t{i}")
+os._exit(0)  # no interpreter shutdown, no atexit: only what was accepted survives
+"""
+
+
+def test_500_delays_then_an_abrupt_exit_lose_nothing(e2e_env, project, subscriber_client):
+    done = run_producer(e2e_env, PRODUCE_500_AND_EXIT)
+    assert done.returncode == 0, done.stderr
+    messages = pull_all(subscriber_client, f"projects/{project}/subscriptions/e2e")
+    assert len(messages) == 500
+
+
+def test_fast_mode_flushes_at_normal_interpreter_exit(e2e_env, project, subscriber_client):
+    env = dict(e2e_env, E2E_TRANSPORT_OPTIONS='{"fast_publish": "true"}')
+    done = run_producer(env, "for i in range(500):\n    record.delay(f't{i}')\n")
+    assert done.returncode == 0, done.stderr
+    messages = pull_all(subscriber_client, f"projects/{project}/subscriptions/e2e")
+    assert len(messages) == 500
+
+
+def test_fast_mode_flushes_on_connection_close(connect, project, subscriber_client):
+    with connect(fast_publish=True) as connection:
+        queue = connection.SimpleQueue("fast")
+        for i in range(200):
+            queue.put({"i": i})
+        queue.close()
+    assert len(pull_all(subscriber_client, f"projects/{project}/subscriptions/fast")) == 200
+
+
+def test_publish_to_a_broker_that_is_down_raises_within_the_bound(monkeypatch, project):
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens
+    started = time.monotonic()
+    with Connection(f"pubsub://{project}", transport_options={"publish_timeout": 2}) as connection:
+        producer = connection.Producer()
+        with pytest.raises(OperationalError) as caught:
+            producer.publish({"x": 1}, routing_key="down", declare=[Queue("down")],
+                             retry=True, retry_policy={"max_retries": 3})
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 + 3 * 1.5, elapsed  # one bound, not one per kombu retry
+    assert "reachable" in str(caught.value) or "did not answer" in str(caught.value)
+
+
+def test_celery_delay_to_a_broker_that_is_down_raises_a_kombu_error(e2e_env):
+    env = dict(e2e_env, PUBSUB_EMULATOR_HOST=f"127.0.0.1:{free_port()}",
+               E2E_TRANSPORT_OPTIONS='{"publish_timeout": 2}')
+    code = """
+import time
+from kombu.exceptions import KombuError
+started = time.monotonic()
+try:
+    record.delay("x")
+except KombuError as exc:
+    print("raised", type(exc).__name__, round(time.monotonic() - started, 1))
+"""
+    done = run_producer(env, code, timeout=60)
+    assert done.stdout.startswith("raised"), done.stdout + done.stderr
+    assert float(done.stdout.split()[-1]) < 8
+
+
+def test_a_message_over_10mb_fails_at_publish_with_a_clear_error(connect):
+    with connect() as connection:
+        queue = connection.SimpleQueue("big")
+        with pytest.raises(MessageTooLargeError, match="10 MB"):
+            queue.put({"blob": "x" * 11_000_000})
+        queue.close()
+
+
+def test_publishing_to_a_deleted_topic_recreates_it(connect, project, publisher_client):
+    with connect() as connection:
+        queue = connection.SimpleQueue("phoenix")
+        queue.put({"n": 1})
+        publisher_client.delete_topic(request={"topic": f"projects/{project}/topics/phoenix"})
+        with pytest.raises(PublishError):
+            connection.default_channel.connection.publisher.publish(
+                f"projects/{project}/topics/phoenix", b"{}", {})
+        queue.put({"n": 2})  # the channel notices the loss and re-creates the pair
+        assert queue.get(timeout=10).payload == {"n": 2}
+        queue.close()
+
+
+def test_emulator_host_is_read_from_the_environment():
+    assert os.environ["PUBSUB_EMULATOR_HOST"]

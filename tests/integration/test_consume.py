@@ -120,7 +120,7 @@ def test_undecodable_messages_go_to_the_morgue_with_their_reason(
     with connect() as connection:
         queue = Queue("bad")
         queue(connection.default_channel).declare()
-        publisher_client.publish(f"projects/{project}/topics/bad", data).result()
+        publisher_client.publish(f"projects/{project}/topics/bad", data, origin="test").result()
         fill(connection, "bad", 1)
         good = []
         with Consumer(connection, [queue], callbacks=[lambda b, m: (good.append(b), m.ack())]):

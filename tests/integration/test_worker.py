@@ -1,0 +1,92 @@
+"""The stock `celery worker` on Pub/Sub, end to end, each worker a subprocess."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.emulator import Emulator
+from tests.integration.conftest import ROOT, run_producer
+
+
+@pytest.mark.parametrize("pool", [["-P", "prefork", "-c", "2"], ["-P", "threads", "-c", "4"]],
+                         ids=["prefork", "threads"])
+def test_worker_runs_tasks_sent_with_delay(start_worker, e2e_env, task_log, pool):
+    start_worker(*pool)
+    done = run_producer(e2e_env, "for i in range(30):\n    record.delay(f't{i}')\n")
+    assert done.returncode == 0, done.stderr
+    assert sorted(set(task_log.wait_for("done", 30, timeout=30))) == sorted(f"t{i}" for i in range(30))
+
+
+def test_a_task_whose_worker_is_killed_runs_again_within_an_ack_deadline(start_worker, e2e_env, task_log):
+    first = start_worker("-c", "1", transport_options={"ack_deadline": 10})
+    run_producer(e2e_env, "record.delay('victim', sleep=60)")
+    task_log.wait_for("start", 1, timeout=20)
+    assert task_log.tokens("start") == ["victim"]
+    first.signal(signal.SIGKILL)
+    killed_at = time.time()
+    start_worker("-c", "1", transport_options={"ack_deadline": 10}, wait=False)
+    deadline = time.monotonic() + 45
+    while len(task_log.tokens("start")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    starts = task_log.events("start")
+    assert [token for token, _, _ in starts] == ["victim", "victim"]
+    assert starts[1][2] - killed_at < 10 + 15  # one ack deadline, plus worker start-up
+
+
+def test_warm_shutdown_releases_prefetched_tasks_to_another_worker(start_worker, e2e_env, task_log):
+    busy = start_worker("-c", "1", E2E_PREFETCH="4")
+    run_producer(e2e_env, "record.delay('long', sleep=4)")
+    task_log.wait_for("start", 1, timeout=20)
+    run_producer(e2e_env, "for i in range(3):\n    record.delay(f'queued{i}')\n")
+    time.sleep(1.0)  # the busy worker prefetches them
+    assert task_log.tokens("start") == ["long"]
+    start_worker("-c", "1", E2E_PREFETCH="1", QUEUE_NAME="e2e")
+    busy.signal(signal.SIGTERM)
+    stopped_at = time.time()
+    task_log.wait_for("done", 4, timeout=25)
+    done = {token: at for token, _, at in task_log.events("done")}
+    assert set(done) == {"long", "queued0", "queued1", "queued2"}
+    # Released at shutdown: not held until the 30 s ack deadline passes.
+    assert max(done[f"queued{i}"] for i in range(3)) - stopped_at < 15
+
+
+def test_celery_purge_empties_the_queue_and_reports_the_count(e2e_env, task_log):
+    run_producer(e2e_env, "for i in range(12):\n    record.delay(f'p{i}')\n")
+    purged = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.apps.e2e_app", "purge", "-Q", "e2e", "-f"],
+        cwd=ROOT, env=e2e_env, capture_output=True, text=True, timeout=60)
+    assert purged.returncode == 0, purged.stderr
+    assert "Purged 12 messages" in purged.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.apps.e2e_app", "purge", "-Q", "e2e", "-f"],
+        cwd=ROOT, env=e2e_env, capture_output=True, text=True, timeout=60)
+    assert "No messages purged" in again.stdout
+
+
+@pytest.mark.skipif(shutil.which("gcloud") is None,
+                    reason="restarting an emulator needs the gcloud CLI here (not in the compose image)")
+def test_worker_survives_an_emulator_restart(start_worker, e2e_env, task_log):
+    emulator = Emulator().start()
+    env = {"PUBSUB_EMULATOR_HOST": emulator.host}
+    try:
+        worker = start_worker("-c", "1", **env)
+        run_producer(dict(e2e_env, **env), "record.delay('before')")
+        task_log.wait_for("done", 1, timeout=20)
+        emulator.stop()
+        time.sleep(8)  # long enough for the worker to notice
+        emulator = Emulator(emulator.port).start()  # everything in memory is gone
+        restarted_at = time.monotonic()
+        while "Created subscription" not in worker.log().split("before")[-1] \
+                and time.monotonic() - restarted_at < 60:
+            time.sleep(0.2)
+        run_producer(dict(e2e_env, **env), "record.delay('after')")
+        assert "after" in task_log.wait_for("done", 2, timeout=60), worker.log()[-3000:]
+        assert worker.process.poll() is None
+    finally:
+        emulator.stop()

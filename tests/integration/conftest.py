@@ -93,14 +93,19 @@ class Worker:
         return self
 
     def signal(self, signum: int) -> None:
+        """Signal the whole process group: the main process and its pool children."""
         try:
             os.killpg(self.process.pid, signum)
         except ProcessLookupError:
             pass
 
+    def warm_shutdown(self) -> None:
+        """SIGTERM to the main process only, as `docker stop` or a supervisor sends it."""
+        self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is None:
-            self.signal(signal.SIGTERM)
+            self.warm_shutdown()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

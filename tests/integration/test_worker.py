@@ -47,7 +47,7 @@ def test_warm_shutdown_releases_prefetched_tasks_to_another_worker(start_worker,
     time.sleep(1.0)  # the busy worker prefetches them
     assert task_log.tokens("start") == ["long"]
     start_worker("-c", "1", E2E_PREFETCH="1", QUEUE_NAME="e2e")
-    busy.signal(signal.SIGTERM)
+    busy.warm_shutdown()
     stopped_at = time.time()
     task_log.wait_for("done", 4, timeout=25)
     done = {token: at for token, _, at in task_log.events("done")}

@@ -1,0 +1,183 @@
+"""``python -m benchmarks``: kombu_pubsub vs Kombu's gcpubsub on one Pub/Sub emulator.
+
+Scenarios (``--only``, repeatable, comma-separated or prefixes):
+  enqueue         task.delay() N times from a fresh process; calls/s and arrivals at exit
+  drain-POOL      N preloaded no-op tasks through ``celery worker -P POOL``; tasks/s
+  drain           every drain-POOL
+  latency         idle worker, one task every 100 ms; publish→task-start p50/p99
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import gcpubsub_compat, report, scenarios
+from .emulator import Emulator
+from .pubsub_raw import Raw
+from .systems import ENQUEUE_MODES, SYSTEMS, Settings
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def parse_pools(text: str) -> tuple[tuple[str, int], ...]:
+    pools = []
+    for item in text.split(","):
+        pool, _, concurrency = item.strip().partition(":")
+        if pool not in {"prefork", "threads", "solo", "eventlet", "gevent"} or not concurrency.isdigit():
+            raise argparse.ArgumentTypeError(f"expected POOL:CONCURRENCY[,...], e.g. prefork:2, not {item!r}")
+        pools.append((pool, int(concurrency)))
+    return tuple(pools)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, 1 repeat: every scenario in well under a minute")
+    parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
+                        help="run only these scenarios: enqueue, drain, drain-prefork, drain-threads, "
+                             "latency")
+    parser.add_argument("--systems", default="kombu_pubsub,gcpubsub",
+                        help="comma-separated: kombu_pubsub, gcpubsub (enqueue raw rows always run)")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--enqueue-n", type=int)
+    parser.add_argument("--drain-n", type=int)
+    parser.add_argument("--latency-count", type=int)
+    parser.add_argument("--pools", type=parse_pools, metavar="POOL:C,...",
+                        help="worker pools for drain (default prefork:2,threads:8); "
+                             "latency uses the first")
+    parser.add_argument("--worker-loglevel", help="celery worker --loglevel (default WARNING)")
+    parser.add_argument("--output", type=Path,
+                        help="results JSON (default results/latest.json, or results/smoke.json with --smoke)")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the work dir with worker/producer logs")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    base = Settings.smoke() if args.smoke else Settings()
+    overrides = {
+        "repeats": args.repeats, "enqueue_n": args.enqueue_n, "drain_n": args.drain_n,
+        "latency_count": args.latency_count, "pools": args.pools, "worker_loglevel": args.worker_loglevel,
+    }
+    return Settings(**{**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def selected(only: list[str]) -> set[str]:
+    tokens = {token.strip() for item in only for token in item.split(",") if token.strip()}
+    known = {"enqueue", "drain", "latency"}
+    for token in tokens:
+        if token.split("-")[0] not in known:
+            raise SystemExit(f"unknown scenario {token!r}; expected enqueue, drain, drain-POOL or latency")
+    return tokens or known
+
+
+def wants(tokens: set[str], scenario: str) -> bool:
+    return any(scenario == token or scenario.startswith(token + "-") for token in tokens)
+
+
+def run(settings: Settings, tokens: set[str], workdir: Path,
+        system_keys: set[str]) -> tuple[list[scenarios.Measurement], dict]:
+    placeholder = gcpubsub_compat.ensure_importable()
+    run_id = secrets.token_hex(3)
+    measurements: list[scenarios.Measurement] = []
+    started = time.monotonic()
+    with Emulator() as emulator:
+        origin = "started here" if emulator.owned else "from PUBSUB_EMULATOR_HOST"
+        _log(f"emulator {emulator.host} ({origin}); run id {run_id}; logs in {workdir}")
+        raw = Raw()
+        ctx = scenarios.Context(settings, raw, workdir, run_id)
+        try:
+            _log("warming up the emulator (untimed)")
+            raw.warm_up(ctx.project("raw", "warm", 0), n=min(2000, 10 * settings.enqueue_n))
+            for repeat in range(1, settings.repeats + 1):
+                # Alternate the order so drift (warm JIT in the emulator, other load) hits both.
+                systems = tuple(s for s in SYSTEMS if s.key in system_keys)
+                modes = tuple(m for m in ENQUEUE_MODES if m.system in system_keys | {"raw"})
+                if repeat % 2 == 0:
+                    systems, modes = systems[::-1], modes[::-1]
+                if wants(tokens, "enqueue"):
+                    for mode in modes:
+                        _log(f"repeat {repeat}: enqueue {mode.label}")
+                        measurements.append(scenarios.enqueue(ctx, mode, repeat))
+                        _report_last(measurements[-1:])
+                if wants(tokens, "latency"):
+                    _log(f"repeat {repeat}: latency reference, raw client")
+                    measurements.append(scenarios.latency_floor(ctx, repeat))
+                    _report_last(measurements[-1:])
+                for index, (pool, concurrency) in enumerate(settings.pools):
+                    drain = wants(tokens, f"drain-{pool}")
+                    latency = index == 0 and wants(tokens, "latency")
+                    if not drain and not latency:
+                        continue
+                    for system in systems:
+                        _log(f"repeat {repeat}: worker {pool} -c {concurrency} {system.key}"
+                             f"{' drain' if drain else ''}{' latency' if latency else ''}")
+                        done = scenarios.worker_session(ctx, system, pool, concurrency, repeat,
+                                                        drain, latency)
+                        measurements.extend(done)
+                        _report_last(done)
+        finally:
+            ctx.settle()
+            raw.close()
+        meta = report.environment(emulator.host, emulator.owned, placeholder)
+    meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    return measurements, meta
+
+
+_T0 = time.monotonic()
+
+
+def _log(text: str) -> None:
+    print(f"[bench {time.monotonic() - _T0:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+def _report_last(done: list[scenarios.Measurement]) -> None:
+    for m in done:
+        if m.error:
+            _log(f"  {m.scenario} {m.label}: FAILED {m.error.splitlines()[0]}")
+        else:
+            shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in m.figures.items()}
+            _log(f"  {m.scenario} {m.label}: {shown}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    tokens = selected(args.only)
+    system_keys = {key.strip() for key in args.systems.split(",") if key.strip()}
+    if not system_keys or not system_keys <= {system.key for system in SYSTEMS}:
+        raise SystemExit(f"--systems takes kombu_pubsub and/or gcpubsub, not {args.systems!r}")
+    output = args.output or RESULTS_DIR / ("smoke.json" if args.smoke else "latest.json")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    measurements: list[scenarios.Measurement] = []
+    try:
+        measurements, meta = run(settings, tokens, workdir, system_keys)
+    finally:
+        failed = not measurements or any(m.error for m in measurements)
+        if args.keep_logs or failed:
+            _log(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows = report.summarize(measurements)
+    git = report.git_info()
+    header = {"date": report.now_iso(), "git": git, "repeats": settings.repeats, "smoke": args.smoke, **meta}
+    table = report.markdown(rows, header)
+    report.write_json(output, {
+        "date": header["date"], "git": git, "smoke": args.smoke, "scenarios": sorted(tokens),
+        "settings": settings.to_json(), "environment": meta, "summary": rows,
+        "measurements": [m.__dict__ for m in measurements], "markdown": table,
+    })
+    print(table)
+    _log(f"results written to {output} in {meta['elapsed_s']}s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

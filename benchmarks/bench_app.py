@@ -1,0 +1,73 @@
+"""The benchmark's Celery app, configured only from the environment.
+
+``celery -A benchmarks.bench_app worker -Q $BENCH_QUEUE`` runs ``bench.record``.
+
+BENCH_BROKER_URL         broker URL (``pubsub://PROJECT`` or ``gcpubsub://projects/PROJECT``)
+BENCH_QUEUE              queue (default ``bench``)
+BENCH_TRANSPORT_OPTIONS  JSON object for ``broker_transport_options`` (default ``{}``)
+BENCH_RECORD_FILE        file each task appends ``<done time> <sent time>`` to
+BENCH_READY_FILE         file the worker writes its ready time to
+
+Celery defaults otherwise: early acks, default prefetch multiplier, no result backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from . import gcpubsub_compat
+
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "pubsub://bench-local")
+QUEUE = os.environ.get("BENCH_QUEUE", "bench")
+TRANSPORT_OPTIONS: dict[str, Any] = json.loads(os.environ.get("BENCH_TRANSPORT_OPTIONS") or "{}")
+RECORD_FILE = os.environ.get("BENCH_RECORD_FILE", "")
+READY_FILE = os.environ.get("BENCH_READY_FILE", "")
+
+# Import only the transport under test, so one system's import trouble cannot sink the other.
+if BROKER_URL.startswith("pubsub:"):
+    import kombu_pubsub  # noqa: F401 - registers pubsub://
+else:
+    gcpubsub_compat.ensure_importable()
+
+app = Celery("bench", broker=BROKER_URL)
+app.conf.update(
+    task_default_queue=QUEUE,
+    broker_transport_options=TRANSPORT_OPTIONS,
+    broker_connection_retry_on_startup=True,
+    task_ignore_result=True,
+)
+
+_fd_lock = threading.Lock()
+_fd: tuple[int, int] | None = None  # (pid, fd): reopened after a fork
+
+
+def _append(line: str) -> None:
+    """Append one short line atomically (O_APPEND) to BENCH_RECORD_FILE, if set."""
+    global _fd
+    if not RECORD_FILE:
+        return
+    with _fd_lock:
+        if _fd is None or _fd[0] != os.getpid():
+            _fd = (os.getpid(), os.open(RECORD_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        fd = _fd[1]
+    os.write(fd, line.encode("ascii"))
+
+
+@app.task(name="bench.record")
+def record(sent: float = 0.0) -> None:
+    """The no-op task: note when it ran (and when it was sent, for latency)."""
+    _append(f"{time.time():.6f} {sent:.6f}\n")
+
+
+@worker_ready.connect
+def _on_ready(**_: Any) -> None:
+    if READY_FILE:
+        with open(READY_FILE, "w", encoding="ascii") as out:
+            out.write(f"{time.time():.6f}\n")

@@ -1,0 +1,94 @@
+"""Starting and always stopping the subprocesses a benchmark runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child: ours, the repo on PYTHONPATH, plus `extra`."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0, whole_group: bool = False) -> None:
+    """Stop `proc`: SIGTERM, wait up to `grace` s, then SIGKILL its process group. Never raises.
+
+    Every child here is started with start_new_session=True, so its pid is its
+    process group id. SIGTERM goes to the leader only (a Celery worker then does
+    a warm shutdown and stops its own pool) unless `whole_group`; the final
+    SIGKILL goes to the whole group so no pool child or helper outlives us.
+    """
+    if proc.poll() is None:
+        if whole_group:
+            _signal_group(proc, signal.SIGTERM)
+        else:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # The leader may be gone while pool children linger: kill the group regardless.
+    _signal_group(proc, signal.SIGKILL)
+    try:
+        proc.wait(5.0)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_python_module(module: str, args: list[str], env: dict[str, str], timeout: float,
+                      log_path: Path) -> dict[str, Any]:
+    """Run ``python -m module args`` to completion; return the JSON object it printed last.
+
+    stderr goes to `log_path`. Raises RuntimeError (with the log's tail) on a
+    non-zero exit, a timeout or missing output.
+    """
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(proc, grace=2.0)
+            raise RuntimeError(f"{module} {' '.join(args)} timed out after {timeout:.0f}s; "
+                               f"log tail:\n{tail(log_path)}") from None
+        finally:
+            stop_process(proc, grace=2.0)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} exited {proc.returncode}; log tail:\n{tail(log_path)}")
+    lines = [line for line in out.decode("utf-8", "replace").splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{module} {' '.join(args)} printed no result; log tail:\n{tail(log_path)}")
+    return json.loads(lines[-1])
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    """The last `lines` lines of a log file ('' if missing)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,132 @@
+"""Producer subprocess: ``python -m benchmarks.producer MODE ...``; prints one JSON line.
+
+Each run is a fresh process that returns from main() right after its last
+call, so what a process exit does to messages still in flight is part of the
+measurement. Celery modes take their broker from the environment (bench_app).
+
+enqueue-celery N            warm-up delay(), then N timed delay() calls
+enqueue-raw-gapic TOPIC N   N synchronous GAPIC Publish RPCs (one message each)
+enqueue-raw-future TOPIC N  N publish(...).result() with BatchSettings(max_latency=0)
+preload N                   N delay() calls, untimed (drain scenario)
+latency COUNT INTERVAL      warm-up, then COUNT delay(time.time()) calls INTERVAL s apart
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+#: Size of the raw-client payload, close to a Celery message for bench.record().
+RAW_PAYLOAD_BYTES = 800
+#: Pause before exiting in the untimed modes (preload, latency), seconds.
+LINGER = 1.0
+
+
+def _celery_task() -> Any:
+    from .bench_app import record
+
+    return record
+
+
+def enqueue_celery(n: int) -> dict[str, Any]:
+    record = _celery_task()
+    record.delay()  # connect and declare outside the timed part
+    start = time.perf_counter()
+    for _ in range(n):
+        record.delay()
+    seconds = time.perf_counter() - start
+    return {"sent": n + 1, "timed_calls": n, "seconds": seconds, "end_wall": time.time()}
+
+
+def _raw_client(batch: bool) -> Any:
+    from google.cloud import pubsub_v1
+
+    if batch:
+        return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_latency=0))
+    return pubsub_v1.PublisherClient()
+
+
+def enqueue_raw(topic: str, n: int, batch: bool) -> dict[str, Any]:
+    from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
+
+    client = _raw_client(batch)
+    data = b"x" * RAW_PAYLOAD_BYTES
+
+    def publish_gapic() -> None:
+        # The high-level client's GAPIC method: one Publish RPC, no batching thread.
+        GapicPublisher.publish(client, request={"topic": topic, "messages": [{"data": data}]}, timeout=30)
+
+    def publish_future() -> None:
+        client.publish(topic, data).result(timeout=30)
+
+    publish = publish_future if batch else publish_gapic
+    publish()  # open the channel outside the timed part
+    start = time.perf_counter()
+    for _ in range(n):
+        publish()
+    seconds = time.perf_counter() - start
+    return {"sent": n + 1, "timed_calls": n, "seconds": seconds, "end_wall": time.time()}
+
+
+def preload(n: int) -> dict[str, Any]:
+    record = _celery_task()
+    start = time.perf_counter()
+    for _ in range(n):
+        record.delay()
+    seconds = time.perf_counter() - start
+    time.sleep(LINGER)  # not an exit-loss test: let fire-and-forget publishers flush
+    return {"sent": n, "seconds": seconds, "end_wall": time.time()}
+
+
+def latency(count: int, interval: float, warmup: int) -> dict[str, Any]:
+    record = _celery_task()
+    for _ in range(warmup):
+        record.delay(0.0)  # sent=0 marks a warm-up; the runner ignores it
+    time.sleep(max(0.5, interval))
+    start = time.monotonic()
+    publish_seconds = []
+    for index in range(count):
+        delay = start + index * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent = time.time()
+        record.delay(sent)
+        publish_seconds.append(time.time() - sent)
+    # Not an exit-loss test: give fire-and-forget publishers time to flush.
+    time.sleep(LINGER)
+    return {"sent": count, "publish_seconds": publish_seconds, "end_wall": time.time()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.producer")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    sub.add_parser("enqueue-celery").add_argument("n", type=int)
+    for name in ("enqueue-raw-gapic", "enqueue-raw-future"):
+        raw = sub.add_parser(name)
+        raw.add_argument("topic")
+        raw.add_argument("n", type=int)
+    sub.add_parser("preload").add_argument("n", type=int)
+    lat = sub.add_parser("latency")
+    lat.add_argument("count", type=int)
+    lat.add_argument("interval", type=float)
+    lat.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    if args.mode == "enqueue-celery":
+        result = enqueue_celery(args.n)
+    elif args.mode == "enqueue-raw-gapic":
+        result = enqueue_raw(args.topic, args.n, batch=False)
+    elif args.mode == "enqueue-raw-future":
+        result = enqueue_raw(args.topic, args.n, batch=True)
+    elif args.mode == "preload":
+        result = preload(args.n)
+    else:
+        result = latency(args.count, args.interval, args.warmup)
+    print(json.dumps(result), flush=True)
+    # Return normally: the interpreter exits right after the last call (atexit hooks run).
+
+
+if __name__ == "__main__":
+    main()

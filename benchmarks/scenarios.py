@@ -1,0 +1,217 @@
+"""The three scenarios. Each call measures one system once and returns a Measurement.
+
+Setup (topics, subscriptions, worker start-up) and cleanup are outside the
+timed part; every project is deleted from the emulator afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .procs import child_env, run_python_module
+from .pubsub_raw import Raw
+from .stats import percentile
+from .systems import GCPUBSUB, KOMBU_PUBSUB, QUEUE, EnqueueMode, Settings, System
+from .worker import Worker, WorkerFailed
+
+
+@dataclasses.dataclass
+class Measurement:
+    """One repeat of one scenario for one system (or enqueue mode)."""
+
+    scenario: str
+    system: str
+    label: str
+    repeat: int
+    project: str
+    key: str = ""  # short id of the system or enqueue mode (kp, kpf, gc, rg, rf)
+    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    baseline: bool = False
+
+
+class Context:
+    """What every scenario needs: settings, the raw client, a work dir, a run id."""
+
+    def __init__(self, settings: Settings, raw: Raw, workdir: Path, run_id: str) -> None:
+        self.settings = settings
+        self.raw = raw
+        self.workdir = workdir
+        self.run_id = run_id
+
+        # A worker still shutting down (on a thread) and what to tell when it is done.
+        self._stopping: list[tuple[threading.Thread, Worker, list[Measurement], str]] = []
+
+    def project(self, short: str, scenario: str, repeat: int) -> str:
+        return f"bench-{self.run_id}-{short}-{scenario}-r{repeat}"
+
+    def defer_stop(self, worker: Worker, measurements: list[Measurement], project: str) -> None:
+        """Let `worker` shut down while the next (untimed) setup runs; settle() waits for it."""
+        self._stopping.append((worker.stop_in_background(), worker, measurements, project))
+
+    def settle(self) -> None:
+        """Wait for workers still stopping, record how long they took, delete their projects.
+
+        Called before anything timed starts, so a shutdown never overlaps a measurement.
+        """
+        while self._stopping:
+            thread, worker, measurements, project = self._stopping.pop(0)
+            thread.join()
+            for measurement in measurements:
+                measurement.figures["stop_s"] = worker.stop_seconds
+            self.raw.delete_project(project)
+
+
+def enqueue(ctx: Context, mode: EnqueueMode, repeat: int) -> Measurement:
+    """N calls from a fresh process that exits right after; then count what arrived."""
+    project = ctx.project(mode.short, "enq", repeat)
+    result = Measurement("enqueue", mode.system, mode.label, repeat, project, mode.short,
+                         baseline=mode.baseline)
+    n = ctx.settings.enqueue_n
+    ctx.settle()
+    try:
+        count_sub = ctx.raw.ensure_count_subscription(project, QUEUE)
+        topic_path = f"projects/{project}/topics/{QUEUE}"
+        if mode.producer_mode == "enqueue-celery":
+            system = System(mode.system, mode.short)
+            env = child_env(system.env(project, mode.transport_options))
+            args = [mode.producer_mode, str(n)]
+        else:
+            env = child_env()
+            args = [mode.producer_mode, topic_path, str(n)]
+        log = ctx.workdir / f"{project}.producer.log"
+        out = run_python_module("benchmarks.producer", args, env, timeout=60 + n / 20, log_path=log)
+        exited = time.time()
+        arrived, size = ctx.raw.count(count_sub, out["sent"])
+        result.figures = {
+            "calls_per_s": out["timed_calls"] / out["seconds"],
+            "seconds": out["seconds"],
+            "sent": out["sent"],
+            "arrived": arrived,
+            "lost_at_exit": out["sent"] - arrived,
+            "exit_s": exited - out["end_wall"],
+            "bytes_per_msg": size / arrived if arrived else None,
+        }
+    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        ctx.raw.delete_project(project)
+    return result
+
+
+def worker_session(ctx: Context, system: System, pool: str, concurrency: int, repeat: int,
+                   drain: bool, latency: bool) -> list[Measurement]:
+    """One worker: optionally drain a preloaded backlog, then optionally measure idle latency."""
+    settings = ctx.settings
+    tag = f"{pool[:2]}{concurrency}"
+    project = ctx.project(system.short, tag, repeat)
+    pool_label = f"{pool} -c {concurrency}"
+    drain_m = Measurement(f"drain {pool_label}", system.key, system.key, repeat, project, system.short,
+                          baseline=system.key == GCPUBSUB)
+    latency_m = Measurement(f"idle latency ({pool_label})", system.key, system.key, repeat, project,
+                            system.short, baseline=system.key == GCPUBSUB)
+    wanted = ([drain_m] if drain else []) + ([latency_m] if latency else [])
+    # kombu_pubsub preloads with fast_publish (and flushes at exit); gcpubsub as it is.
+    preload_options = {"fast_publish": True} if system.key == KOMBU_PUBSUB else {}
+    env = system.env(project)
+    current = wanted[0]
+    try:
+        expected = 0
+        if drain:
+            count_sub = ctx.raw.ensure_count_subscription(project, system.topic())
+            log = ctx.workdir / f"{project}.preload.log"
+            out = run_python_module("benchmarks.producer", ["preload", str(settings.drain_n)],
+                                    child_env(system.env(project, preload_options)),
+                                    timeout=60 + settings.drain_n / 20, log_path=log)
+            expected = ctx.raw.wait_count(count_sub, out["sent"], limit=30.0)
+            drain_m.figures.update({"preloaded": out["sent"], "arrived": expected})
+            if expected == 0:
+                raise WorkerFailed("no preloaded message arrived")
+        worker = Worker(ctx.workdir, f"{project}-worker", env, QUEUE, pool, concurrency,
+                        settings.worker_loglevel, settings.stop_grace)
+        ctx.settle()  # the previous worker is gone before this one starts
+        try:
+            worker.start()
+            ready = worker.wait_ready()
+            startup = ready - worker.started_wall
+            if drain:
+                rows = worker.wait_records(expected, timeout=max(60.0, expected / 50), stall=30.0)
+                done = sorted(row[0] for row in rows)
+                last = done[expected - 1]
+                drain_m.figures.update({
+                    "tasks_per_s": expected / (last - ready),
+                    "seconds": last - ready,
+                    "first_task_s": done[0] - ready,
+                    "duplicates": len(rows) - expected,
+                    "startup_s": startup,
+                })
+            if latency:
+                current = latency_m
+                latency_m.figures.update(_latency(ctx, worker, system, project))
+                latency_m.figures["startup_s"] = startup
+        except BaseException:
+            worker.stop()
+            raise
+        ctx.defer_stop(worker, wanted, project)
+        project = ""  # deleted by settle()
+    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+        current.error = f"{type(exc).__name__}: {exc}"
+        for measurement in wanted:
+            if measurement is not current and measurement.error is None and not measurement.figures:
+                measurement.error = "not run: an earlier step of the same worker session failed"
+    finally:
+        if project:
+            ctx.raw.delete_project(project)
+    return wanted
+
+
+def latency_floor(ctx: Context, repeat: int) -> Measurement:
+    """The emulator's own publish→pull latency, raw client only (no Celery, no transport).
+
+    Not a hard floor: the emulator's wake-up of a waiting pull varies by tens of
+    ms, so a transport can come out below it in a given repeat.
+    """
+    project = ctx.project("raw", "lat", repeat)
+    result = Measurement("idle latency (raw client)", "raw", "raw client: publish → waiting pull (reference)",
+                         repeat, project, "rl")
+    settings = ctx.settings
+    ctx.settle()
+    try:
+        latencies = sorted(s * 1000 for s in ctx.raw.latency_floor(project, settings.latency_count,
+                                                                   settings.latency_interval))
+        if len(latencies) < settings.latency_count:
+            raise RuntimeError(f"only {len(latencies)}/{settings.latency_count} messages pulled")
+        result.figures = {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+                          "max_ms": max(latencies), "mean_ms": statistics.fmean(latencies),
+                          "samples": len(latencies)}
+    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _latency(ctx: Context, worker: Worker, system: System, project: str) -> dict[str, Any]:
+    """Send tasks one at a time to the idle worker; publish→task-start latency in ms."""
+    settings = ctx.settings
+    time.sleep(1.0)  # idle
+    before = len([row for row in worker.records() if row[1] > 0])
+    log = ctx.workdir / f"{project}.latency.log"
+    out = run_python_module(
+        "benchmarks.producer",
+        ["latency", str(settings.latency_count), str(settings.latency_interval)],
+        child_env(system.env(project)),
+        timeout=60 + settings.latency_count * settings.latency_interval, log_path=log)
+    rows = worker.wait_records(before + out["sent"], timeout=30.0, measured_only=True, stall=15.0)
+    latencies = sorted((done - sent) * 1000 for done, sent in rows if sent > 0)
+    return {
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "mean_ms": statistics.fmean(latencies),
+        "samples": len(latencies),
+        "publish_p50_ms": percentile([s * 1000 for s in out["publish_seconds"]], 50),
+    }

@@ -1,0 +1,88 @@
+"""What is compared: the two transports, the enqueue modes, and the run settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+KOMBU_PUBSUB = "kombu_pubsub"
+GCPUBSUB = "gcpubsub"
+QUEUE = "bench"
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """One transport under test."""
+
+    key: str  # KOMBU_PUBSUB or GCPUBSUB
+    short: str  # used in project ids
+
+    def broker_url(self, project: str) -> str:
+        if self.key == KOMBU_PUBSUB:
+            return f"pubsub://{project}"
+        return f"gcpubsub://projects/{project}"
+
+    def env(self, project: str, transport_options: dict[str, object] | None = None) -> dict[str, str]:
+        """Environment for bench_app in a child process."""
+        return {
+            "BENCH_BROKER_URL": self.broker_url(project),
+            "BENCH_QUEUE": QUEUE,
+            "BENCH_TRANSPORT_OPTIONS": json.dumps(transport_options or {}),
+            # gcpubsub's clients may look for a default project; harmless for kombu_pubsub.
+            "GOOGLE_CLOUD_PROJECT": project,
+        }
+
+    def topic(self) -> str:
+        """The topic both transports publish QUEUE's messages to.
+
+        kombu_pubsub: one topic per queue, named after it. gcpubsub: one topic
+        per exchange, and Celery's default exchange is named after the queue.
+        """
+        return QUEUE
+
+
+SYSTEMS = (System(KOMBU_PUBSUB, "kp"), System(GCPUBSUB, "gc"))
+
+
+@dataclasses.dataclass(frozen=True)
+class EnqueueMode:
+    """One way of sending N messages from a fresh producer process."""
+
+    label: str
+    system: str  # which system's column it belongs to (KOMBU_PUBSUB, GCPUBSUB or "raw")
+    short: str
+    producer_mode: str  # benchmarks.producer sub-command
+    transport_options: dict[str, object] = dataclasses.field(default_factory=dict)
+    baseline: bool = False  # the gcpubsub reference row for ratios
+
+
+ENQUEUE_MODES = (
+    EnqueueMode("kombu_pubsub (awaited, default)", KOMBU_PUBSUB, "kp", "enqueue-celery"),
+    EnqueueMode("kombu_pubsub fast_publish", KOMBU_PUBSUB, "kpf", "enqueue-celery", {"fast_publish": True}),
+    EnqueueMode("gcpubsub", GCPUBSUB, "gc", "enqueue-celery", baseline=True),
+    EnqueueMode("raw client, GAPIC publish (ceiling)", "raw", "rg", "enqueue-raw-gapic"),
+    EnqueueMode("raw client, publish().result(), max_latency=0", "raw", "rf", "enqueue-raw-future"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Sizes of one run. The defaults keep a full run around five minutes on 2 cores."""
+
+    repeats: int = 3
+    enqueue_n: int = 2000
+    drain_n: int = 6000
+    latency_count: int = 50
+    latency_interval: float = 0.1
+    pools: tuple[tuple[str, int], ...] = (("prefork", 2), ("threads", 8))
+    worker_loglevel: str = "WARNING"
+    stop_grace: float = 15.0
+
+    @classmethod
+    def smoke(cls) -> Settings:
+        return cls(repeats=1, enqueue_n=20, drain_n=20, latency_count=10, stop_grace=3.0)
+
+    def to_json(self) -> dict[str, object]:
+        data = dataclasses.asdict(self)
+        data["pools"] = [f"{pool} -c {concurrency}" for pool, concurrency in self.pools]
+        return data

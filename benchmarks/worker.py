@@ -1,0 +1,132 @@
+"""The stock ``celery worker`` as a subprocess: start, wait for ready, read records, stop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .procs import REPO_ROOT, child_env, stop_process, tail
+
+READY_TIMEOUT = 60.0
+
+
+class WorkerFailed(RuntimeError):
+    """The worker died, never got ready, or did not finish the work in time."""
+
+
+class Worker:
+    """Context manager around ``celery -A benchmarks.bench_app worker``; always stopped on exit."""
+
+    def __init__(self, workdir: Path, name: str, env: dict[str, str], queue: str,
+                 pool: str, concurrency: int, loglevel: str = "WARNING", stop_grace: float = 15.0) -> None:
+        self.workdir = workdir
+        self.name = name
+        self.ready_file = workdir / f"{name}.ready"
+        self.record_file = workdir / f"{name}.records"
+        self.log_file = workdir / f"{name}.log"
+        self._env = child_env({**env, "BENCH_READY_FILE": str(self.ready_file),
+                               "BENCH_RECORD_FILE": str(self.record_file)})
+        self._argv = [sys.executable, "-m", "celery", "-A", "benchmarks.bench_app", "worker",
+                      "-Q", queue, "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h",
+                      f"--loglevel={loglevel}"]
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stop_grace = stop_grace
+        self.started_wall = 0.0
+        self.stop_seconds: float | None = None
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def start(self) -> Worker:
+        """Spawn the worker (in its own process group); returns at once."""
+        for path in (self.ready_file, self.record_file):
+            path.unlink(missing_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.started_wall = time.time()
+            self._proc = subprocess.Popen(self._argv, cwd=REPO_ROOT, env=self._env, stdout=log,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> float:
+        """Warm shutdown (SIGTERM), SIGKILL after the grace period; return how long the stop took."""
+        start = time.monotonic()
+        if self._proc is not None:
+            stop_process(self._proc, grace=self._stop_grace)
+            self._proc = None
+        return time.monotonic() - start
+
+    def stop_in_background(self) -> threading.Thread:
+        """Start stop() on a thread (the shutdown is mostly waiting); join it before timing anything."""
+        thread = threading.Thread(target=self._timed_stop, name=f"stop-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _timed_stop(self) -> None:
+        self.stop_seconds = self.stop()
+
+    def _check_alive(self, doing: str) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise WorkerFailed(f"worker exited with {self._proc.returncode} while {doing}; "
+                               f"log {self.log_file} tail:\n{tail(self.log_file)}")
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
+        """Block until the worker_ready signal fired; return its wall-clock time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive("starting")
+            try:
+                text = self.ready_file.read_text(encoding="ascii").strip()
+            except FileNotFoundError:
+                text = ""
+            if text:
+                return float(text)
+            time.sleep(0.05)
+        raise WorkerFailed(f"worker not ready within {timeout:.0f}s; log {self.log_file} tail:\n"
+                           f"{tail(self.log_file)}")
+
+    def records(self) -> list[tuple[float, float]]:
+        """Every (done time, sent time) a task recorded so far."""
+        try:
+            text = self.record_file.read_text(encoding="ascii")
+        except FileNotFoundError:
+            return []
+        rows = []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                rows.append((float(parts[0]), float(parts[1])))
+        return rows
+
+    def wait_records(self, count: int, timeout: float, measured_only: bool = False,
+                     stall: float | None = None) -> list[tuple[float, float]]:
+        """Block until `count` records (with sent > 0 if `measured_only`); return them all.
+
+        Raises WorkerFailed on a timeout, or when nothing new was recorded for
+        `stall` seconds, saying how many arrived.
+        """
+        deadline = time.monotonic() + timeout
+        last_count, last_change = -1, time.monotonic()
+        while True:
+            rows = self.records()
+            done = [row for row in rows if row[1] > 0] if measured_only else rows
+            if len(done) >= count:
+                return rows
+            now = time.monotonic()
+            if len(done) != last_count:
+                last_count, last_change = len(done), now
+            self._check_alive(f"running tasks ({len(done)}/{count} done)")
+            if now > deadline or (stall is not None and now - last_change > stall):
+                why = f"timed out after {timeout:.0f}s" if now > deadline else \
+                    f"no task finished for {stall:.0f}s"
+                raise WorkerFailed(f"{why} with {len(done)}/{count} tasks done; log {self.log_file} "
+                                   f"tail:\n{tail(self.log_file)}")
+            time.sleep(0.05)

@@ -1,0 +1,33 @@
+"""Google API errors are classified in one place: reconnect, or report with what to do."""
+
+from __future__ import annotations
+
+import pytest
+from google.api_core import exceptions as gexc
+from kombu import Connection
+
+import kombu_pubsub  # noqa: F401
+from kombu_pubsub.errors import BrokerUnavailableError, PublishError, as_kombu_error, is_transient
+
+
+@pytest.mark.parametrize(("error", "kind", "hint"), [
+    (gexc.ServiceUnavailable("down"), BrokerUnavailableError, "PUBSUB_EMULATOR_HOST"),
+    (gexc.DeadlineExceeded("slow"), BrokerUnavailableError, "reachable"),
+    (gexc.RetryError("gave up", None), BrokerUnavailableError, "reachable"),
+    (gexc.PermissionDenied("no"), PublishError, "roles/pubsub.publisher"),
+    (gexc.Unauthenticated("who"), PublishError, "roles/pubsub"),
+    (gexc.InvalidArgument("bad"), PublishError, "bad"),
+])
+def test_google_errors_map_to_our_tree_with_a_hint(error, kind, hint):
+    mapped = as_kombu_error(error, "publishing to 'x'")
+    assert type(mapped) is kind
+    assert hint in str(mapped)
+    assert is_transient(error) is (kind is BrokerUnavailableError)
+
+
+def test_celery_reconnects_on_unavailability_but_not_on_refusals():
+    transport = Connection("pubsub://proj").transport
+    assert BrokerUnavailableError in transport.connection_errors
+    assert issubclass(BrokerUnavailableError, transport.recoverable_connection_errors)
+    assert not issubclass(PublishError, transport.connection_errors)
+    assert not issubclass(PublishError, transport.recoverable_connection_errors)

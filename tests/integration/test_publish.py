@@ -98,3 +98,12 @@ def test_publishing_to_a_deleted_topic_recreates_it(connect, project, publisher_
 
 def test_emulator_host_is_read_from_the_environment():
     assert os.environ["PUBSUB_EMULATOR_HOST"]
+
+
+def test_fast_mode_failures_are_logged_and_counted(connect, project, caplog):
+    with connect(fast_publish=True, publish_timeout=2) as connection:
+        publisher = connection.default_channel.connection.publisher
+        publisher.publish(f"projects/{project}/topics/never-created", b"{}", {})
+        assert publisher.flush() == 0
+        assert publisher.failed == 1 and publisher.published == 0
+    assert "Fast-mode publish failed; the message is lost" in caplog.text

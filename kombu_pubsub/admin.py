@@ -21,6 +21,8 @@ from .options import TransportOptions
 
 logger = logging.getLogger(__name__)
 
+#: The queue dead jobs and unprocessable messages go to (see morgue.py).
+MORGUE_QUEUE = "morgue"
 #: What Pub/Sub shows as the topic of a subscription whose topic was deleted.
 DETACHED_TOPIC = "_deleted-topic_"
 #: Purge pulls in batches of this many (Pub/Sub's max per pull is 1000).
@@ -79,10 +81,18 @@ class Admin:
         topic_path = self.ensure_topic(topic_name)
         path = self.subscription_path(name)
         if self.options.create_missing:
+            fields = self._subscription_fields(path, topic_path, temporary)
+            if not temporary and name != MORGUE_QUEUE and self.options.dead_letter_attempts:
+                # The morgue's subscription must exist first: Pub/Sub drops messages
+                # forwarded to a topic nobody subscribes to.
+                morgue = self.ensure_subscription(MORGUE_QUEUE, MORGUE_QUEUE, temporary=False)
+                fields["dead_letter_policy"] = {
+                    "dead_letter_topic": morgue.topic_path,
+                    "max_delivery_attempts": self.options.dead_letter_attempts,
+                }
             try:
                 created = rpc.call(self._subscriber.create_subscription,
-                                   f"creating subscription {path!r}", self._budget,
-                                   **self._subscription_fields(path, topic_path, temporary))
+                                   f"creating subscription {path!r}", self._budget, **fields)
                 logger.info("Created subscription %r on %r.", path, topic_path)
                 return SubscriptionInfo(path, topic_path, float(created.ack_deadline_seconds))
             except gexc.AlreadyExists:

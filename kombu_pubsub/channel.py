@@ -8,16 +8,19 @@ topic; any other queue is a topic + subscription pair with the queue's name.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import logging
+import math
 import threading
+import time
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 from kombu.transport import virtual
 
-from . import morgue, wire
+from . import delay, morgue, wire
 from .admin import SubscriptionInfo
 from .consumer import Delivery, Puller
 from .errors import PublishError, PubSubError
@@ -243,10 +246,11 @@ class Channel(virtual.Channel):
         self.connection.ready.put_many(deliveries)
 
     def _accept(self, info: SubscriptionInfo, queue: str, received: list) -> list[Delivery]:
-        """Decode and lease pulled messages; bury the undecodable ones."""
+        """Decode and lease pulled messages; bury the undecodable, put off those not yet due."""
         if not received:
             return []
         self.connection.leaser.add(info.path, [item.ack_id for item in received], info.ack_deadline)
+        now = datetime.datetime.now(datetime.UTC)
         deliveries = []
         for item in received:
             try:
@@ -256,8 +260,47 @@ class Channel(virtual.Channel):
                 continue
             payload["properties"]["delivery_tag"] = next(self._tags)
             payload["redelivered"] = item.delivery_attempt > 1
-            deliveries.append(Delivery(self, queue, info.path, item.ack_id, payload))
+            delivery = Delivery(self, queue, info.path, item.ack_id, payload)
+            step = delay.plan(payload, now, item.delivery_attempt, self.options.max_defer_hop)
+            if step.action == "deliver":
+                deliveries.append(delivery)
+            else:
+                self._put_off(delivery, item, info, step)
         return deliveries
+
+    def _put_off(self, delivery: Delivery, item: Any, info: SubscriptionInfo, step: delay.Plan) -> None:
+        """A message not yet due: hold it briefly, defer it in Pub/Sub, or re-publish it."""
+        connection = self.connection
+        connection.leaser.remove(delivery.ack_id)
+        if step.action == "republish":
+            try:
+                connection.publisher.publish(info.topic_path, item.message.data,
+                                             dict(item.message.attributes), awaited=True)
+            except PubSubError as exc:
+                logger.warning("Could not re-publish a delayed message on %r (%s); deferring it "
+                               "instead.", delivery.queue, exc)
+                step = delay.Plan("defer", min(self.options.max_defer_hop, step.seconds))
+            else:
+                connection.acker.ack(info.path, delivery.ack_id)
+                return
+        if step.action == "defer":
+            logger.debug("Deferred a message on %r for %.0fs.", delivery.queue, step.seconds)
+            connection.acker.modify(info.path, [delivery.ack_id], int(step.seconds))
+            return
+        # Hold: set the deadline just past the ETA, so a crash now still redelivers it on time.
+        deadline = math.ceil(step.seconds) + 1
+        connection.acker.modify(info.path, [delivery.ack_id], deadline)
+        connection.scheduler.call_at(time.monotonic() + step.seconds,
+                                     lambda: self._hand_over(delivery, deadline - step.seconds))
+
+    def _hand_over(self, delivery: Delivery, deadline_left: float) -> None:
+        """Scheduler thread: a held message fell due; lease it and queue it for delivery."""
+        if self.closed:
+            return  # its deadline ends right after the ETA: Pub/Sub redelivers it
+        self.connection.leaser.add(delivery.subscription_path, [delivery.ack_id], deadline_left)
+        with self._room:
+            self._buffered += 1
+        self.connection.ready.put_many([delivery])
 
     def _bury(self, info: SubscriptionInfo, queue: str, item: Any, reason: str) -> None:
         buried = morgue.bury(self, item.message.data, dict(item.message.attributes), reason, queue)

@@ -11,6 +11,7 @@ import datetime
 import logging
 from typing import TYPE_CHECKING
 
+from .admin import MORGUE_QUEUE
 from .errors import PubSubError
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MORGUE_QUEUE = "morgue"
 
 
 def bury(channel: Channel, data: bytes, attributes: dict[str, str], reason: str, queue: str) -> bool:

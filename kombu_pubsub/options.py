@@ -69,6 +69,15 @@ class TransportOptions:
     """Most bytes of ack ids in one acknowledge/modify request, 1000–500000
     (Pub/Sub's request limit is 512 KiB)."""
 
+    max_defer_hop: float = 600.0
+    """Longest single deferral of a message whose ETA/countdown is not yet due,
+    seconds, 10–600 (Pub/Sub's ack deadline cap). Longer delays take several hops."""
+
+    dead_letter_attempts: int = 10
+    """max_delivery_attempts of the dead-letter policy that sends work messages to the
+    morgue after that many deliveries (a task that kills its worker every time),
+    5–100; 0 creates work subscriptions without a dead-letter policy."""
+
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None) -> TransportOptions:
         """Build from ``broker_transport_options``; unknown keys used by Kombu itself are ignored."""
@@ -94,6 +103,9 @@ class TransportOptions:
         _check_range("pull_max_messages", self.pull_max_messages, 1, 1000)
         _check_range("pull_timeout", self.pull_timeout, 1, 60)
         _check_range("ack_batch_bytes", self.ack_batch_bytes, 1000, 500_000)
+        _check_range("max_defer_hop", self.max_defer_hop, 10, 600)
+        if self.dead_letter_attempts:
+            _check_range("dead_letter_attempts", self.dead_letter_attempts, 5, 100)
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:

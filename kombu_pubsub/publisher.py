@@ -43,9 +43,10 @@ class Publisher:
         self.failed = 0
         _open_publishers.add(self)
 
-    def publish(self, topic_path: str, data: bytes, attributes: dict[str, str]) -> None:
-        """Publish one message; in awaited mode return only once Pub/Sub accepted it."""
-        if self._options.fast_publish:
+    def publish(self, topic_path: str, data: bytes, attributes: dict[str, str],
+                awaited: bool = False) -> None:
+        """Publish one message; in awaited mode (or with `awaited`) return once Pub/Sub accepted it."""
+        if self._options.fast_publish and not awaited:
             future = self._client.publish(topic_path, data, **attributes)
             with self._lock:
                 self._pending.add(future)

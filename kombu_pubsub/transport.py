@@ -20,7 +20,8 @@ Transport Options
 See :class:`kombu_pubsub.options.TransportOptions` (and the README table):
 ``create_missing``, ``ack_deadline``, ``max_lease``, ``publish_timeout``,
 ``fast_publish``, ``message_retention``, ``subscription_ttl``, ``temporary_ttl``,
-``pull_max_messages``, ``pull_timeout``, ``ack_batch_bytes``.
+``pull_max_messages``, ``pull_timeout``, ``ack_batch_bytes``, ``max_defer_hop``,
+``dead_letter_attempts``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .acker import Acker
 from .admin import Admin, SubscriptionInfo
 from .channel import Channel
 from .consumer import ReadyBuffer
+from .delay import Scheduler
 from .errors import (
     BrokerUnavailableError,
     ConfigurationError,
@@ -83,6 +85,7 @@ class Transport(virtual.Transport):
         self._publisher: Publisher | None = None
         self._acker: Acker | None = None
         self._leaser: Leaser | None = None
+        self.scheduler = Scheduler()
         #: queue name → its subscription, once ensured on this connection.
         self.subscriptions: dict[str, SubscriptionInfo] = {}
         self._topics: dict[str, str] = {}
@@ -107,6 +110,7 @@ class Transport(virtual.Transport):
             self._leaser = Leaser(self._acker, self.options)
             self._acker.start()
             self._leaser.start()
+            self.scheduler.start()
             self._clients = (publisher_client, subscriber_client)
 
     @property
@@ -175,6 +179,7 @@ class Transport(virtual.Transport):
         if clients is None:
             return
         assert self._acker is not None and self._leaser is not None and self._publisher is not None
+        self.scheduler.stop()  # held messages: their deadline ends just past their ETA
         self._acker.stop()
         self._leaser.stop()
         self._publisher.close()

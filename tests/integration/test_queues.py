@@ -22,6 +22,10 @@ def test_declaring_a_queue_creates_topic_and_subscription_with_its_name(
     assert sub.ack_deadline_seconds == 30
     assert sub.message_retention_duration.total_seconds() == 7 * 86400
     assert "expiration_policy" in sub and not sub.expiration_policy.ttl  # never expires
+    # Poison messages end in the morgue, whose subscription exists so nothing is dropped.
+    assert sub.dead_letter_policy.dead_letter_topic == f"projects/{project}/topics/morgue"
+    assert sub.dead_letter_policy.max_delivery_attempts == 10
+    subscriber_client.get_subscription(request={"subscription": f"projects/{project}/subscriptions/morgue"})
 
 
 def test_retention_and_expiry_are_configurable(connect, project, subscriber_client):
@@ -63,7 +67,8 @@ def test_eight_processes_racing_to_declare_one_queue_all_succeed(project, emulat
             results = pool.starmap(_declare, [(project, emulator_host, barrier)] * 8, chunksize=1)
     assert results == ["ok"] * 8
     subs = list(subscriber_client.list_subscriptions(request={"project": f"projects/{project}"}))
-    assert [s.name for s in subs] == [f"projects/{project}/subscriptions/raced"]
+    assert sorted(s.name for s in subs) == [f"projects/{project}/subscriptions/morgue",
+                                            f"projects/{project}/subscriptions/raced"]
 
 
 def test_create_missing_off_names_the_missing_resource_and_the_fix(connect, project):

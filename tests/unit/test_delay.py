@@ -10,7 +10,7 @@ import pytest
 
 from kombu_pubsub.delay import REPUBLISH_AT_ATTEMPT, Plan, Scheduler, eta_of, plan
 
-NOW = datetime.datetime(2026, 11, 28, 12, 0, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 28, 12, 0, 0, tzinfo=datetime.UTC)
 
 
 def envelope(eta: str | None) -> dict:

@@ -41,7 +41,7 @@ class QoS(virtual.QoS):
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         # requeue → nack (Pub/Sub redelivers the same message, no copy is made);
         # no requeue → off the queue, by way of the morgue.
-        self.channel.settle(delivery_tag, ack=not requeue, reason="rejected without requeue")
+        self.channel.settle(delivery_tag, ack=not requeue, bury=not requeue)
         self._quick_ack(delivery_tag)
 
     def restore_unacked(self) -> list:
@@ -328,15 +328,20 @@ class Channel(virtual.Channel):
             self._finish(delivery, ack=True)
         callback(delivery.payload)
 
-    def settle(self, delivery_tag: Any, ack: bool, reason: str | None = None) -> None:
-        """Ack or nack the Pub/Sub message behind a delivery tag (any thread)."""
+    def settle(self, delivery_tag: Any, ack: bool, bury: bool = False) -> None:
+        """Ack or nack the Pub/Sub message behind a delivery tag (any thread).
+
+        With `bury`, publish it to the morgue first (with the reason), and ack only
+        once the morgue accepted it.
+        """
         with self._room:
             delivery = self._deliveries.pop(delivery_tag, None)
             self._room.notify_all()
         if delivery is None:
             return
-        if ack and reason is not None:
+        if bury:
             data, attributes = wire.encode(delivery.payload)
+            reason = morgue.reject_reason(delivery.payload)
             if not morgue.bury(self, data, attributes, reason, delivery.queue):
                 ack = False
         self._finish(delivery, ack)

@@ -1,40 +1,131 @@
-"""The morgue: where messages that cannot be processed go, with the reason.
+"""The morgue: where jobs that failed for good and messages that cannot be processed go.
 
-A queue like any other (topic + subscription named ``morgue``, created
-together so nothing published there is dropped). A message is acked on its
-own queue only after the morgue accepted it.
+A queue like any other (topic + subscription named ``morgue``, created together
+so nothing published there is dropped). Entries arrive four ways, each with
+its reason in the ``morgue_reason`` attribute:
+
+* a task that failed its last retry (``install(app)``): a JSON record of the job;
+* a message the transport cannot decode, or that is rejected without requeue
+  (unknown task included): the message as received;
+* a message Pub/Sub dead-lettered after ``dead_letter_attempts`` deliveries
+  (a task that kills its worker each time): the message as received.
+
+A message is acked on its own queue only after the morgue accepted it.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
-from typing import TYPE_CHECKING
+import traceback as tb
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kombu import Queue
 
 from .admin import MORGUE_QUEUE
 from .errors import PubSubError
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from .channel import Channel
 
 logger = logging.getLogger(__name__)
 
+RECORD_CONTENT_TYPE = "application/x-kombu-pubsub-morgue-record+json"
+#: Functions installed apps give us to explain a reject: payload → reason or None.
+_reject_reasons: list[Callable[[dict[str, Any]], str | None]] = []
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
 
 
 def bury(channel: Channel, data: bytes, attributes: dict[str, str], reason: str, queue: str) -> bool:
     """Publish a message to the morgue with why it is there; return False if that failed."""
     marked = dict(attributes)
-    marked.update(
-        morgue_reason=reason[:1024],
-        morgue_queue=queue[:1024],
-        morgue_at=datetime.datetime.now(datetime.UTC).isoformat(),
-    )
+    marked.update(morgue_reason=reason[:1024], morgue_queue=queue[:1024], morgue_at=now_iso())
     try:
         topic_path = channel.ensure_queue(MORGUE_QUEUE).topic_path
-        channel.connection.publisher.publish(topic_path, data, marked)
+        channel.connection.publisher.publish(topic_path, data, marked, awaited=True)
     except PubSubError as exc:
         logger.error("Could not move a message from %r to the morgue (%s): %s. It stays on "
                      "its queue and will be redelivered.", queue, reason, exc)
         return False
     logger.warning("Moved a message from %r to the morgue: %s.", queue, reason)
     return True
+
+
+def reject_reason(payload: dict[str, Any]) -> str:
+    """Why a message was rejected without requeue, as well as we can tell."""
+    for explain in _reject_reasons:
+        reason = explain(payload)
+        if reason:
+            return reason
+    return "rejected without requeue"
+
+
+def install(app: Celery) -> None:
+    """Send every task of `app` that fails its last retry to the morgue (one line of config).
+
+    Also names the reason when the worker rejects a message for an unknown task.
+    """
+    from celery import signals
+
+    def on_task_failure(sender: Any = None, task_id: str | None = None, exception: Any = None,
+                        args: Any = None, kwargs: Any = None, traceback: Any = None,
+                        **_: Any) -> None:
+        if sender is None or getattr(sender, "app", None) is not app:
+            return
+        record = failure_record(sender, task_id, exception, args, kwargs, traceback)
+        publish_record(app, record)
+
+    def unknown_task(payload: dict[str, Any]) -> str | None:
+        name = (payload.get("headers") or {}).get("task")
+        if isinstance(name, str) and name not in app.tasks:
+            return f"unknown task {name!r} (not registered in app {app.main!r})"
+        return None
+
+    signals.task_failure.connect(on_task_failure, weak=False)
+    _reject_reasons.append(unknown_task)
+    app._kombu_pubsub_morgue = on_task_failure  # keeps a reference; marks the app as installed
+
+
+def failure_record(task: Any, task_id: str | None, exception: BaseException | None, args: Any,
+                   kwargs: Any, traceback: Any) -> dict[str, Any]:
+    """The JSON record of a job that failed for good (runs in the worker's pool process)."""
+    request = task.request
+    delivery_info = getattr(request, "delivery_info", None) or {}
+    text = "".join(tb.format_exception(type(exception), exception, traceback)) if exception else ""
+    return {
+        "kind": "task_failed",
+        "task": task.name,
+        "id": task_id,
+        "args": list(args or ()),
+        "kwargs": dict(kwargs or {}),
+        "queue": delivery_info.get("routing_key") or task.app.conf.task_default_queue,
+        "executions": int(getattr(request, "retries", 0) or 0) + 1,
+        "exception": {"type": type(exception).__name__ if exception else None,
+                      "message": str(exception) if exception else "", "traceback": text},
+        "failed_at": now_iso(),
+        "reason": f"task failed after its last retry: {type(exception).__name__}: {exception}"[:1024],
+    }
+
+
+def publish_record(app: Celery, record: dict[str, Any]) -> None:
+    """Publish a failure record to the morgue and wait until it is accepted."""
+    headers = {"task": record["task"], "id": record["id"] or "", "morgue_reason": record["reason"],
+               "morgue_queue": record["queue"], "morgue_at": record["failed_at"]}
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.publish(json.dumps(record, default=repr), routing_key=MORGUE_QUEUE,
+                             declare=[Queue(MORGUE_QUEUE)], content_type=RECORD_CONTENT_TYPE,
+                             content_encoding="utf-8", headers=headers, retry=True)
+    except Exception:  # noqa: BLE001 - a failure here loses the job: say so loudly
+        logger.error("Could not move failed job %s[%s] to the morgue; it is lost.",
+                     record["task"], record["id"], exc_info=True)
+        return
+    logger.warning("Moved failed job %s[%s] to the morgue after %d execution(s).",
+                   record["task"], record["id"], record["executions"])

@@ -40,9 +40,8 @@ def encode(envelope: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         )
     attributes = {FORMAT_ATTRIBUTE: FORMAT_VERSION}
     headers = envelope.get("headers") or {}
-    for key in ("task", "id"):
-        value = headers.get(key)
-        if isinstance(value, str):
+    for key, value in headers.items():
+        if (key in ("task", "id") or key.startswith("morgue_")) and isinstance(value, str):
             attributes[key] = _clip(value)
     return data, attributes
 

@@ -13,7 +13,7 @@ import time
 
 from celery import Celery
 
-import kombu_pubsub  # noqa: F401 - registers pubsub://
+import kombu_pubsub.morgue  # also registers pubsub://
 
 app = Celery("e2e_app", broker=f"pubsub://{os.environ.get('PUBSUB_JOB_QUEUE_PROJECT_ID', 'job_queue')}")
 app.conf.update(
@@ -25,6 +25,12 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,
 )
+kombu_pubsub.morgue.install(app)
+RETRY_DELAY = float(os.environ.get("E2E_RETRY_DELAY", "1.5"))
+
+
+class JobError(Exception):
+    """Raised by `flaky` while its flag file exists."""
 
 
 def _record(event: str, token: str) -> None:
@@ -39,3 +45,23 @@ def record(token: str, sleep: float = 0.0) -> str:
     time.sleep(sleep)
     _record("done", token)
     return token
+
+
+@app.task(name="e2e.flaky", autoretry_for=(JobError,),
+          retry_kwargs={"max_retries": 2, "countdown": RETRY_DELAY}, retry_backoff=False)
+def flaky(token: str, fail_while: str = "") -> str:
+    """Fail with JobError while the file `fail_while` exists (always, if it is empty)."""
+    _record("start", token)
+    if not fail_while or os.path.exists(fail_while):
+        raise JobError("Job failed successfully.")
+    _record("done", token)
+    return token
+
+
+@app.task(name="e2e.kill_worker")
+def kill_worker(token: str) -> None:
+    """Kill the pool process running it, every time: a poison message."""
+    import signal
+
+    _record("start", token)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -173,7 +173,7 @@ def start_worker(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
 
 
 def run_producer(env: dict[str, str], code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run Python `code` in a fresh process (imports tests.apps.e2e_app as `app`)."""
-    script = "from tests.apps.e2e_app import app, record\n" + code
+    """Run Python `code` in a fresh process, with the e2e app and its tasks imported."""
+    script = "from tests.apps.e2e_app import app, flaky, kill_worker, record\n" + code
     return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=timeout,
                            capture_output=True, text=True)

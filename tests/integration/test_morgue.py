@@ -1,0 +1,77 @@
+"""Retries at least the configured delay apart, then the morgue; poison messages; morgue tools."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.integration.conftest import ROOT, pull_all, run_producer
+
+
+def celery(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.e2e_app", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def wait_for_morgue(env: dict[str, str], count: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = celery(env, "pubsub", "morgue", "list")
+        if f"{count} message(s) in the morgue" in listed.stdout or time.monotonic() > deadline:
+            return listed.stdout + listed.stderr
+        time.sleep(1)
+
+
+def test_a_failing_job_runs_three_times_spaced_then_lands_in_the_morgue(
+        start_worker, e2e_env, task_log, tmp_path):
+    start_worker("-c", "2")
+    flag = tmp_path / "failing"
+    flag.touch()
+    run_producer(e2e_env, f"flaky.delay('job1', fail_while={str(flag)!r})")
+    listed = wait_for_morgue(e2e_env, 1, timeout=40)
+    starts = [at for token, _, at in task_log.events("start") if token == "job1"]
+    assert len(starts) == 3, task_log.path.read_text()
+    assert all(later - earlier >= 1.5 for earlier, later in zip(starts, starts[1:], strict=False)), starts
+    assert "e2e.flaky" in listed and "JobError: Job failed successfully." in listed
+    time.sleep(3)  # and it is not retried any more
+    assert len([t for t in task_log.tokens("start") if t == "job1"]) == 3
+
+    task_id = listed.split("id=")[-1].split()[0]
+    shown = celery(e2e_env, "pubsub", "morgue", "show", task_id)
+    assert "executions: 3" in shown.stdout and "queue: e2e" in shown.stdout
+    assert "Traceback" in shown.stdout and "args: ['job1']" in shown.stdout
+
+    flag.unlink()  # the cause is fixed: replay runs it to success, with retries reset
+    replayed = celery(e2e_env, "pubsub", "morgue", "replay", task_id)
+    assert "1 message(s) replayed" in replayed.stdout, replayed.stderr
+    assert "job1" in task_log.wait_for("done", 1, timeout=20)
+    assert "0 message(s) in the morgue" in celery(e2e_env, "pubsub", "morgue", "list").stdout
+
+
+def test_an_unknown_task_goes_to_the_morgue_with_its_reason(start_worker, e2e_env):
+    start_worker("-c", "1")
+    run_producer(e2e_env, "app.send_task('e2e.no_such_task', args=(1,), queue='e2e')")
+    listed = wait_for_morgue(e2e_env, 1, timeout=20)
+    assert "unknown task 'e2e.no_such_task'" in listed
+
+
+def test_a_task_that_kills_its_worker_every_time_is_dead_lettered(
+        start_worker, e2e_env, task_log, project, subscriber_client):
+    start_worker("-c", "1", transport_options={"dead_letter_attempts": 5})
+    run_producer(e2e_env, "kill_worker.delay('poison')")
+    listed = wait_for_morgue(e2e_env, 1, timeout=90)
+    assert "dead-lettered after 5 delivery attempts" in listed, listed
+    assert len(task_log.tokens("start")) == 5
+    time.sleep(3)
+    assert len(task_log.tokens("start")) == 5  # not redelivered any more
+    assert pull_all(subscriber_client, f"projects/{project}/subscriptions/e2e") == []
+
+
+def test_morgue_purge_empties_it(start_worker, e2e_env):
+    start_worker("-c", "1")
+    run_producer(e2e_env, "for i in range(3):\n    app.send_task('e2e.nope', queue='e2e')\n")
+    wait_for_morgue(e2e_env, 3, timeout=20)
+    purged = celery(e2e_env, "pubsub", "morgue", "purge")
+    assert "Purged 3 message(s)" in purged.stdout, purged.stderr
+    assert "0 message(s) in the morgue" in celery(e2e_env, "pubsub", "morgue", "list").stdout

@@ -39,6 +39,17 @@ def test_a_task_whose_worker_is_killed_runs_again_within_an_ack_deadline(start_w
     assert starts[1][2] - killed_at < 10 + 15  # one ack deadline, plus worker start-up
 
 
+def test_with_early_acks_a_task_whose_worker_is_killed_is_not_run_again(start_worker, e2e_env, task_log):
+    first = start_worker("-c", "1", transport_options={"ack_deadline": 10}, E2E_ACKS_LATE="0")
+    run_producer(e2e_env, "record.delay('once', sleep=60)")
+    task_log.wait_for("start", 1, timeout=20)
+    time.sleep(0.5)  # the ack is on its way as the task starts
+    first.signal(signal.SIGKILL)
+    start_worker("-c", "1", transport_options={"ack_deadline": 10}, E2E_ACKS_LATE="0")
+    time.sleep(20)  # twice the ack deadline: a redelivery would have run by now
+    assert task_log.tokens("start") == ["once"]
+
+
 def test_warm_shutdown_releases_prefetched_tasks_to_another_worker(start_worker, e2e_env, task_log):
     busy = start_worker("-c", "1", E2E_PREFETCH="4")
     run_producer(e2e_env, "record.delay('long', sleep=4)")

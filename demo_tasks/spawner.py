@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -73,6 +74,10 @@ def run(send: Callable[[], None], rate: float, duration: float | None = None, co
     return Summary(sent, max(elapsed, (sent - 1) / rate if sent else 0.0))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo_tasks.spawner", description=__doc__)
     parser.add_argument("--rate", type=float, default=5.0, help="jobs per second (default 5)")
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="random seed, for repeatable load")
     args = parser.parse_args(argv)
     from demo_tasks import mock_job
+
+    signal.signal(signal.SIGTERM, _interrupt)  # docker stop / demo_tasks.local: summary, then exit
 
     rng = random.Random(args.seed)
     summary = run(lambda: mock_job.delay(**random_job(rng, args.fail_ratio)), args.rate,

@@ -290,14 +290,17 @@ class Channel(virtual.Channel):
         # Hold: set the deadline just past the ETA, so a crash now still redelivers it on time.
         deadline = math.ceil(step.seconds) + 1
         connection.acker.modify(info.path, [delivery.ack_id], deadline)
-        connection.scheduler.call_at(time.monotonic() + step.seconds,
-                                     lambda: self._hand_over(delivery, deadline - step.seconds))
+        connection.scheduler.call_at(time.monotonic() + step.seconds, lambda: self._hand_over(delivery))
 
-    def _hand_over(self, delivery: Delivery, deadline_left: float) -> None:
+    def _hand_over(self, delivery: Delivery) -> None:
         """Scheduler thread: a held message fell due; lease it and queue it for delivery."""
         if self.closed:
             return  # its deadline ends right after the ETA: Pub/Sub redelivers it
-        self.connection.leaser.add(delivery.subscription_path, [delivery.ack_id], deadline_left)
+        # Its deadline ends about a second from now: extend it at once, not at the
+        # leaser's next tick, or Pub/Sub would hand it out a second time.
+        deadline = self.options.ack_deadline
+        self.connection.acker.modify(delivery.subscription_path, [delivery.ack_id], int(deadline))
+        self.connection.leaser.add(delivery.subscription_path, [delivery.ack_id], deadline)
         with self._room:
             self._buffered += 1
         self.connection.ready.put_many([delivery])

@@ -73,11 +73,12 @@ def pull_all(subscriber: pubsub_v1.SubscriberClient, path: str, ack: bool = True
 class Worker:
     """A stock `celery worker` subprocess on the e2e app, with its log file."""
 
-    def __init__(self, env: dict[str, str], args: list[str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], args: list[str], log_path: Path,
+                 app: str = "tests.apps.e2e_app") -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.apps.e2e_app", "worker", "-l", "info",
+            [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info",
              "--without-gossip", "--without-mingle", *args],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -55,7 +55,7 @@ def run(send: Callable[[], None], rate: float, duration: float | None = None, co
     sent = 0
     last_report = start
     try:
-        while (count is None or sent < count) and (duration is None or clock() - start < duration):
+        while (count is None or sent < count) and (duration is None or sent / rate < duration):
             due = start + sent / rate
             now = clock()
             if due > now:
@@ -70,8 +70,8 @@ def run(send: Callable[[], None], rate: float, duration: float | None = None, co
     except KeyboardInterrupt:
         pass
     elapsed = clock() - start
-    # The rate is over the schedule the sends filled: n sends span (n - 1) intervals.
-    return Summary(sent, max(elapsed, (sent - 1) / rate if sent else 0.0))
+    # Each send owns one interval of the schedule, so n sends fill n / rate seconds.
+    return Summary(sent, max(elapsed, sent / rate))
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,10 +1,13 @@
 """``python -m benchmarks``: kombu_pubsub vs Kombu's gcpubsub on one Pub/Sub emulator.
 
 Scenarios (``--only``, repeatable, comma-separated or prefixes):
-  enqueue         task.delay() N times from a fresh process; calls/s and arrivals at exit
-  drain-POOL      N preloaded no-op tasks through ``celery worker -P POOL``; tasks/s
-  drain           every drain-POOL
-  latency         idle worker, one task every 100 ms; publish→task-start p50/p99
+  enqueue             task.delay() N times from a fresh process; calls/s and arrivals at exit
+  drain-POOL          N preloaded no-op tasks through ``celery worker -P POOL``; tasks/s
+  drain               every drain-POOL
+  latency             idle worker, one task every 100 ms; publish→task-start p50/p99
+  countdown-lateness  idle worker, 50 tasks with countdown=5; start − ETA p50/p99/max, early runs
+  countdown-memory    worker RSS idle and with 10,000 pulled tasks whose countdown is an hour away
+  countdown           both countdown scenarios
 """
 
 from __future__ import annotations
@@ -39,16 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, 1 repeat: every scenario in well under a minute")
+                        help="tiny sizes, 1 repeat: every scenario in about a minute and a half")
     parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
                         help="run only these scenarios: enqueue, drain, drain-prefork, drain-threads, "
-                             "latency")
+                             "latency, countdown, countdown-lateness, countdown-memory")
     parser.add_argument("--systems", default="kombu_pubsub,gcpubsub",
                         help="comma-separated: kombu_pubsub, gcpubsub (enqueue raw rows always run)")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--enqueue-n", type=int)
     parser.add_argument("--drain-n", type=int)
     parser.add_argument("--latency-count", type=int)
+    parser.add_argument("--countdown-count", type=int, help="countdown lateness: tasks sent (default 50)")
+    parser.add_argument("--pending-n", type=int,
+                        help="countdown memory: tasks pending in the worker (default 10000)")
     parser.add_argument("--pools", type=parse_pools, metavar="POOL:C,...",
                         help="worker pools for drain (default prefork:2,threads:8); "
                              "latency uses the first")
@@ -65,16 +71,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         "repeats": args.repeats, "enqueue_n": args.enqueue_n, "drain_n": args.drain_n,
         "latency_count": args.latency_count, "pools": args.pools, "worker_loglevel": args.worker_loglevel,
+        "countdown_count": args.countdown_count, "pending_n": args.pending_n,
     }
     return Settings(**{**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def selected(only: list[str]) -> set[str]:
     tokens = {token.strip() for item in only for token in item.split(",") if token.strip()}
-    known = {"enqueue", "drain", "latency"}
+    known = {"enqueue", "drain", "latency", "countdown"}
     for token in tokens:
-        if token.split("-")[0] not in known:
-            raise SystemExit(f"unknown scenario {token!r}; expected enqueue, drain, drain-POOL or latency")
+        if token.split("-")[0] not in known or \
+                (token.startswith("countdown-") and token not in {"countdown-lateness", "countdown-memory"}):
+            raise SystemExit(f"unknown scenario {token!r}; expected enqueue, drain, drain-POOL, latency, "
+                             "countdown, countdown-lateness or countdown-memory")
     return tokens or known
 
 
@@ -123,6 +132,15 @@ def run(settings: Settings, tokens: set[str], workdir: Path,
                                                         drain, latency)
                         measurements.extend(done)
                         _report_last(done)
+                for system in systems:
+                    if wants(tokens, "countdown-lateness"):
+                        _log(f"repeat {repeat}: countdown lateness {system.key}")
+                        measurements.append(scenarios.countdown_lateness(ctx, system, repeat))
+                        _report_last(measurements[-1:])
+                    if wants(tokens, "countdown-memory"):
+                        _log(f"repeat {repeat}: countdown memory {system.key}")
+                        measurements.append(scenarios.countdown_memory(ctx, system, repeat))
+                        _report_last(measurements[-1:])
         finally:
             ctx.settle()
             raw.close()

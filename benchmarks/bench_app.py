@@ -1,11 +1,15 @@
 """The benchmark's Celery app, configured only from the environment.
 
-``celery -A benchmarks.bench_app worker -Q $BENCH_QUEUE`` runs ``bench.record``.
+``celery -A benchmarks.bench_app worker -Q $BENCH_QUEUE`` runs ``bench.record`` and
+``bench.countdown``.
 
 BENCH_BROKER_URL         broker URL (``pubsub://PROJECT`` or ``gcpubsub://projects/PROJECT``)
 BENCH_QUEUE              queue (default ``bench``)
 BENCH_TRANSPORT_OPTIONS  JSON object for ``broker_transport_options`` (default ``{}``)
-BENCH_RECORD_FILE        file each task appends ``<done time> <sent time>`` to
+BENCH_RECORD_FILE        file each task appends ``<done time> <sent time>`` (countdown:
+                         ``<start time> <ETA>``) to
+BENCH_RECEIVED_FILE      file the worker's main process appends one line to per task
+                         message Celery received (``task_received``; ETA tasks included)
 BENCH_READY_FILE         file the worker writes its ready time to
 
 Celery defaults otherwise: early acks, default prefetch multiplier, no result backend.
@@ -13,6 +17,7 @@ Celery defaults otherwise: early acks, default prefetch multiplier, no result ba
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import threading
@@ -20,7 +25,7 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import task_received, worker_ready
 
 from . import gcpubsub_compat
 
@@ -28,6 +33,7 @@ BROKER_URL = os.environ.get("BENCH_BROKER_URL", "pubsub://bench-local")
 QUEUE = os.environ.get("BENCH_QUEUE", "bench")
 TRANSPORT_OPTIONS: dict[str, Any] = json.loads(os.environ.get("BENCH_TRANSPORT_OPTIONS") or "{}")
 RECORD_FILE = os.environ.get("BENCH_RECORD_FILE", "")
+RECEIVED_FILE = os.environ.get("BENCH_RECEIVED_FILE", "")
 READY_FILE = os.environ.get("BENCH_READY_FILE", "")
 
 # Import only the transport under test, so one system's import trouble cannot sink the other.
@@ -45,18 +51,19 @@ app.conf.update(
 )
 
 _fd_lock = threading.Lock()
-_fd: tuple[int, int] | None = None  # (pid, fd): reopened after a fork
+_fds: dict[str, tuple[int, int]] = {}  # path -> (pid, fd): reopened after a fork
 
 
-def _append(line: str) -> None:
-    """Append one short line atomically (O_APPEND) to BENCH_RECORD_FILE, if set."""
-    global _fd
-    if not RECORD_FILE:
+def _append(line: str, path: str = RECORD_FILE) -> None:
+    """Append one short line atomically (O_APPEND) to `path` (BENCH_RECORD_FILE), if set."""
+    if not path:
         return
     with _fd_lock:
-        if _fd is None or _fd[0] != os.getpid():
-            _fd = (os.getpid(), os.open(RECORD_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
-        fd = _fd[1]
+        opened = _fds.get(path)
+        if opened is None or opened[0] != os.getpid():
+            opened = (os.getpid(), os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+            _fds[path] = opened
+        fd = opened[1]
     os.write(fd, line.encode("ascii"))
 
 
@@ -64,6 +71,29 @@ def _append(line: str) -> None:
 def record(sent: float = 0.0) -> None:
     """The no-op task: note when it ran (and when it was sent, for latency)."""
     _append(f"{time.time():.6f} {sent:.6f}\n")
+
+
+@app.task(name="bench.countdown", bind=True)
+def countdown(self: Any) -> None:
+    """Note when it started and the ETA Celery gave it (``apply_async(countdown=...)``); 0 if none."""
+    started = time.time()
+    _append(f"{started:.6f} {_timestamp(self.request.eta):.6f}\n")
+
+
+def _timestamp(eta: Any) -> float:
+    """A request's ``eta`` (ISO string or datetime; naive means UTC) as a Unix timestamp; 0.0 if none."""
+    if not eta:
+        return 0.0
+    if isinstance(eta, str):
+        eta = datetime.datetime.fromisoformat(eta)
+    if eta.tzinfo is None:
+        eta = eta.replace(tzinfo=datetime.UTC)
+    return eta.timestamp()
+
+
+@task_received.connect
+def _on_received(**_: Any) -> None:
+    _append("r\n", RECEIVED_FILE)
 
 
 @worker_ready.connect

@@ -92,3 +92,43 @@ def tail(path: Path, lines: int = 25) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def status_kib(pid: int, field: str) -> int | None:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM, ...); None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (/proc/PID/task/*/children, else a scan of /proc)."""
+    children: set[int] = set()
+    if os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return []
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as listing:
+                    children.update(int(child) for child in listing.read().split())
+            except OSError:
+                continue  # that thread ended meanwhile
+        return sorted(children)
+    for entry in os.listdir("/proc"):  # kernel without CONFIG_PROC_CHILDREN
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                    # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                children.add(int(entry))
+    return sorted(children)

@@ -9,6 +9,10 @@ enqueue-raw-gapic TOPIC N   N synchronous GAPIC Publish RPCs (one message each)
 enqueue-raw-future TOPIC N  N publish(...).result() with BatchSettings(max_latency=0)
 preload N                   N delay() calls, untimed (drain scenario)
 latency COUNT INTERVAL      warm-up, then COUNT delay(time.time()) calls INTERVAL s apart
+countdown COUNT SECONDS INTERVAL
+                            warm-up countdown.delay() (no ETA), then COUNT
+                            countdown.apply_async(countdown=SECONDS) calls INTERVAL s apart
+                            (INTERVAL 0: back to back)
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ def _celery_task() -> Any:
     from .bench_app import record
 
     return record
+
+
+def _countdown_task() -> Any:
+    from .bench_app import countdown
+
+    return countdown
 
 
 def enqueue_celery(n: int) -> dict[str, Any]:
@@ -99,6 +109,26 @@ def latency(count: int, interval: float, warmup: int) -> dict[str, Any]:
     return {"sent": count, "publish_seconds": publish_seconds, "end_wall": time.time()}
 
 
+def countdown(count: int, seconds: float, interval: float, warmup: int) -> dict[str, Any]:
+    task = _countdown_task()
+    for _ in range(warmup):
+        task.delay()  # no ETA: runs at once and records ETA 0, which the runner ignores
+    if warmup:
+        time.sleep(max(0.5, interval))
+    start = time.monotonic()
+    first_wall = time.time()
+    for index in range(count):
+        delay = start + index * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        task.apply_async(countdown=seconds)
+    seconds_taken = time.monotonic() - start
+    # Not an exit-loss test: give fire-and-forget publishers time to flush.
+    time.sleep(LINGER)
+    return {"sent": count, "warmup": warmup, "seconds": seconds_taken, "first_wall": first_wall,
+            "end_wall": time.time()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.producer")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -112,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     lat.add_argument("count", type=int)
     lat.add_argument("interval", type=float)
     lat.add_argument("--warmup", type=int, default=3)
+    cd = sub.add_parser("countdown")
+    cd.add_argument("count", type=int)
+    cd.add_argument("seconds", type=float)
+    cd.add_argument("interval", type=float)
+    cd.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args(argv)
 
     if args.mode == "enqueue-celery":
@@ -122,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         result = enqueue_raw(args.topic, args.n, batch=True)
     elif args.mode == "preload":
         result = preload(args.n)
+    elif args.mode == "countdown":
+        result = countdown(args.count, args.seconds, args.interval, args.warmup)
     else:
         result = latency(args.count, args.interval, args.warmup)
     print(json.dumps(result), flush=True)

@@ -86,6 +86,32 @@ class Raw:
             total += got
         return total
 
+    def topic_subscriptions(self, project: str, topic: str) -> list[str]:
+        """The subscriptions on `topic` except the benchmark's own counting one."""
+        names = self.publisher.list_topic_subscriptions(
+            request={"topic": f"projects/{project}/topics/{topic}"}, timeout=RPC_TIMEOUT)
+        return [name for name in names if not name.endswith(COUNT_SUFFIX)]
+
+    def deliverable(self, subscription: str) -> bool:
+        """Whether `subscription` has a message no consumer holds right now (probe, untimed).
+
+        Pulls at most one message without waiting and hands it straight back
+        (ack deadline 0), so a consumer can take it again at once. A message
+        a consumer holds unacked (or has deferred) is not deliverable.
+        """
+        try:
+            response = self.subscriber.pull(
+                request={"subscription": subscription, "max_messages": 1, "return_immediately": True},
+                timeout=RPC_TIMEOUT)
+        except gexc.DeadlineExceeded:
+            return True  # unknown: assume not drained yet
+        ack_ids = [item.ack_id for item in response.received_messages]
+        if ack_ids:
+            self.subscriber.modify_ack_deadline(
+                request={"subscription": subscription, "ack_ids": ack_ids, "ack_deadline_seconds": 0},
+                timeout=RPC_TIMEOUT)
+        return bool(ack_ids)
+
     def publish_sync(self, topic_path: str, data: bytes) -> None:
         """One Publish RPC for one message (what an awaited publish does)."""
         GapicPublisher.publish(self.publisher, request={"topic": topic_path, "messages": [{"data": data}]},

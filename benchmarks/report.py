@@ -22,6 +22,10 @@ HEADLINE = {
     "enqueue": [("calls_per_s", "calls/s", True)],
     "drain": [("tasks_per_s", "tasks/s", True)],
     "idle latency": [("p50_ms", "ms p50", False), ("p99_ms", "ms p99", False)],
+    "countdown lateness": [("p50_ms", "ms p50", False), ("p99_ms", "ms p99", False),
+                           ("max_ms", "ms max", False)],
+    "countdown memory": [("idle_rss_mib", "MiB idle", False), ("pending_rss_mib", "MiB pending", False),
+                         ("growth_mib", "MiB growth", False)],
 }
 
 
@@ -134,19 +138,49 @@ def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any]) -> str:
             worst = int(arrived["min"])
             total = int(sent["max"]) if sent else worst
             parts.append(f"arrived {worst}/{total}" + (" (worst repeat)" if row["repeats"] > 1 else ""))
+        parts.extend(_countdown_parts(kind, row))
         if row["errors"]:
             parts.append(f"**{len(row['errors'])} failed repeat(s)**")
             notes.extend(f"{row['label']} / {row['scenario']}: {error.splitlines()[0]}"
                          for error in row["errors"])
-        ratio = ", ".join(dict.fromkeys(ratios)) if ratios else ""
+        # One "1 (reference)" for the gcpubsub row; every ratio (even equal ones) for kombu_pubsub.
+        ratio = ", ".join(dict.fromkeys(ratios) if row["system"] == GCPUBSUB else ratios)
         lines.append(f"| {row['label']} | {row['scenario']} | {'; '.join(parts)} | {ratio} |")
     lines.append("")
     lines.append("Ratios divide medians: above 1 is better for calls/s and tasks/s, "
-                 "below 1 is better for latency.")
+                 "below 1 is better for latency and memory.")
     notes[:0] = _enqueue_notes(rows)
     for note in notes:
         lines.append(f"- {note}")
     return "\n".join(lines)
+
+
+def _countdown_parts(kind: str, row: dict[str, Any]) -> list[str]:
+    """Extra cells for the countdown rows: early runs, lost tasks, peak memory, what Celery received."""
+    figures = row["figures"]
+    worst = " (worst repeat)" if row["repeats"] > 1 else ""
+
+    def most(key: str) -> int:
+        return int(figures[key]["max"]) if key in figures else 0
+
+    parts = []
+    if kind == "countdown lateness" and "early" in figures:
+        parts.append(f"early {most('early')}/{most('sent')}{worst}")
+        if most("lost") or most("duplicates"):
+            parts.append(f"lost {most('lost')}, duplicates {most('duplicates')}{worst}")
+    if kind == "countdown memory" and "peak_rss_mib" in figures:
+        parts.append(_cell(figures["peak_rss_mib"], "MiB peak"))
+        sent = most("sent")
+        received = figures.get("received_by_celery")
+        if received:
+            parts.append(f"Celery received {int(received['median']):,}/{sent:,}")
+        if "arrived" in figures and int(figures["arrived"]["min"]) < sent:
+            parts.append(f"arrived {int(figures['arrived']['min']):,}/{sent:,}{worst}")
+        if most("ran"):
+            parts.append(f"**{most('ran')} ran early**")
+        if "steady" in figures and figures["steady"]["min"] < 1:
+            parts.append("**not settled within the wait in some repeat**")
+    return parts
 
 
 def _enqueue_notes(rows: Sequence[dict[str, Any]]) -> list[str]:

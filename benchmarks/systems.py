@@ -77,12 +77,25 @@ class Settings:
     pools: tuple[tuple[str, int], ...] = (("prefork", 2), ("threads", 8))
     worker_loglevel: str = "WARNING"
     stop_grace: float = 15.0
+    # countdown lateness: COUNT tasks with countdown=SECONDS, INTERVAL s apart, to an idle worker
+    countdown_count: int = 50
+    countdown_seconds: float = 5.0
+    countdown_interval: float = 0.1
+    # countdown memory: N tasks with a countdown that never comes due during the run
+    pending_n: int = 10_000
+    pending_countdown: float = 3600.0
+    pending_wait: float = 90.0  # longest wait, after the last send, for the worker to settle
+    pending_steady: float = 5.0  # settled: nothing left to pull and RSS/received unchanged this long
+    countdown_pool: tuple[str, int] = ("prefork", 2)
 
     @classmethod
     def smoke(cls) -> Settings:
-        return cls(repeats=1, enqueue_n=20, drain_n=20, latency_count=10, stop_grace=3.0)
+        return cls(repeats=1, enqueue_n=20, drain_n=20, latency_count=10, stop_grace=3.0,
+                   countdown_count=5, countdown_seconds=3.0, pending_n=200, pending_wait=30.0,
+                   pending_steady=3.0)
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
         data["pools"] = [f"{pool} -c {concurrency}" for pool, concurrency in self.pools]
+        data["countdown_pool"] = "{} -c {}".format(*self.countdown_pool)
         return data

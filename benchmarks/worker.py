@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .procs import REPO_ROOT, child_env, stop_process, tail
+from .procs import REPO_ROOT, child_env, child_pids, status_kib, stop_process, tail
 
 READY_TIMEOUT = 60.0
 
@@ -22,14 +22,18 @@ class Worker:
     """Context manager around ``celery -A benchmarks.bench_app worker``; always stopped on exit."""
 
     def __init__(self, workdir: Path, name: str, env: dict[str, str], queue: str,
-                 pool: str, concurrency: int, loglevel: str = "WARNING", stop_grace: float = 15.0) -> None:
+                 pool: str, concurrency: int, loglevel: str = "WARNING", stop_grace: float = 15.0,
+                 count_received: bool = False) -> None:
         self.workdir = workdir
         self.name = name
         self.ready_file = workdir / f"{name}.ready"
         self.record_file = workdir / f"{name}.records"
+        self.received_file = workdir / f"{name}.received"
         self.log_file = workdir / f"{name}.log"
-        self._env = child_env({**env, "BENCH_READY_FILE": str(self.ready_file),
-                               "BENCH_RECORD_FILE": str(self.record_file)})
+        extra = {"BENCH_READY_FILE": str(self.ready_file), "BENCH_RECORD_FILE": str(self.record_file)}
+        if count_received:  # one write per message received: only where it is measured
+            extra["BENCH_RECEIVED_FILE"] = str(self.received_file)
+        self._env = child_env({**env, **extra})
         self._argv = [sys.executable, "-m", "celery", "-A", "benchmarks.bench_app", "worker",
                       "-Q", queue, "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h",
                       f"--loglevel={loglevel}"]
@@ -43,7 +47,7 @@ class Worker:
 
     def start(self) -> Worker:
         """Spawn the worker (in its own process group); returns at once."""
-        for path in (self.ready_file, self.record_file):
+        for path in (self.ready_file, self.record_file, self.received_file):
             path.unlink(missing_ok=True)
         with open(self.log_file, "ab") as log:
             self.started_wall = time.time()
@@ -92,6 +96,33 @@ class Worker:
             time.sleep(0.05)
         raise WorkerFailed(f"worker not ready within {timeout:.0f}s; log {self.log_file} tail:\n"
                            f"{tail(self.log_file)}")
+
+    @property
+    def pid(self) -> int | None:
+        """The main (consumer) process id while the worker runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def memory_kib(self) -> dict[str, int] | None:
+        """VmRSS of the main process, its peak (VmHWM) and the summed VmRSS of its children, KiB.
+
+        None once the worker is gone. Children are the pool processes (prefork).
+        """
+        pid = self.pid
+        if pid is None:
+            return None
+        main, peak = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
+        if main is None or peak is None:
+            return None
+        children = [status_kib(child, "VmRSS") for child in child_pids(pid)]
+        return {"main": main, "main_hwm": peak, "children": sum(kib for kib in children if kib),
+                "processes": 1 + sum(1 for kib in children if kib)}
+
+    def received(self) -> int:
+        """Task messages Celery received so far (needs count_received=True)."""
+        try:
+            return self.received_file.stat().st_size // 2  # one "r\n" per message
+        except FileNotFoundError:
+            return 0
 
     def records(self) -> list[tuple[float, float]]:
         """Every (done time, sent time) a task recorded so far."""

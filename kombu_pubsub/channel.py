@@ -288,22 +288,31 @@ class Channel(virtual.Channel):
             connection.acker.modify(info.path, [delivery.ack_id], int(step.seconds))
             return
         # Hold: set the deadline just past the ETA, so a crash now still redelivers it on time.
-        deadline = math.ceil(step.seconds) + 1
-        connection.acker.modify(info.path, [delivery.ack_id], deadline)
-        connection.scheduler.call_at(time.monotonic() + step.seconds, lambda: self._hand_over(delivery))
+        connection.acker.modify(info.path, [delivery.ack_id], math.ceil(step.seconds) + 1)
+        now = time.monotonic()
+        eta = now + step.seconds
+        connection.scheduler.call_at(max(now, eta - delay.HANDOVER_EARLY), lambda: self._hand_over(delivery))
+        connection.scheduler.call_at(eta - 0.2, lambda: self._lease_from_eta(delivery))
 
     def _hand_over(self, delivery: Delivery) -> None:
-        """Scheduler thread: a held message fell due; lease it and queue it for delivery."""
+        """Scheduler thread: a held message is nearly due; queue it for Celery, whose timer starts it."""
         if self.closed:
             return  # its deadline ends right after the ETA: Pub/Sub redelivers it
-        # Its deadline ends about a second from now: extend it at once, not at the
-        # leaser's next tick, or Pub/Sub would hand it out a second time.
-        deadline = self.options.ack_deadline
-        self.connection.acker.modify(delivery.subscription_path, [delivery.ack_id], int(deadline))
-        self.connection.leaser.add(delivery.subscription_path, [delivery.ack_id], deadline)
         with self._room:
             self._buffered += 1
         self.connection.ready.put_many([delivery])
+
+    def _lease_from_eta(self, delivery: Delivery) -> None:
+        """Scheduler thread: just before the ETA, lease the message like any other it is working on."""
+        if self.closed:
+            return
+        with self._room:
+            tag = delivery.payload["properties"]["delivery_tag"]
+            if tag not in self._deliveries:
+                return  # already settled, or never delivered (its deadline lapses on its own)
+        deadline = self.options.ack_deadline
+        self.connection.acker.modify(delivery.subscription_path, [delivery.ack_id], int(deadline))
+        self.connection.leaser.add(delivery.subscription_path, [delivery.ack_id], deadline)
 
     def _bury(self, info: SubscriptionInfo, queue: str, item: Any, reason: str) -> None:
         buried = morgue.bury(self, item.message.data, dict(item.message.attributes), reason, queue)

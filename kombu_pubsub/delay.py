@@ -10,8 +10,9 @@ Each hop counts as a delivery attempt; before a message could run into a
 dead-letter policy (at least 5 attempts) it is re-published (the copy is
 accepted first, then the original acked), which starts the count again.
 The last seconds before the ETA are held in memory with the message's
-deadline set just past the ETA, so it runs on time and a crash still
-redelivers it on time.
+deadline set just past the ETA, so a crash still redelivers it on time; it is
+handed to Celery HANDOVER_EARLY seconds before the ETA, and Celery's own timer
+starts it at the ETA.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ THREAD_NAME = "kombu-pubsub-scheduler"
 #: Messages due within this many seconds are held in memory instead of deferred:
 #: Pub/Sub deadlines are whole seconds and expire a little late.
 LOCAL_HOLD = 3.0
+#: Held messages are handed to Celery this long before their ETA: Celery's ETA timer
+#: (worker_timer_precision, 1 s by default) only plans an entry it already has when it
+#: wakes, so a task handed over at its ETA would start up to a second late.
+HANDOVER_EARLY = 1.2
 #: Re-publish instead of deferring once a message has been delivered this many
 #: times: Pub/Sub's smallest max_delivery_attempts is 5.
 REPUBLISH_AT_ATTEMPT = 3
@@ -74,8 +79,8 @@ def plan(payload: dict[str, Any], now: datetime.datetime, delivery_attempt: int,
         return Plan("hold", remaining)
     if delivery_attempt >= REPUBLISH_AT_ATTEMPT:
         return Plan("republish", remaining)
-    # Come back about LOCAL_HOLD/2 early; the rest is held in memory.
-    return Plan("defer", float(max(1, min(max_hop, math.floor(remaining - LOCAL_HOLD / 2)))))
+    # Come back about LOCAL_HOLD early; the rest is held in memory.
+    return Plan("defer", float(max(1, min(max_hop, math.floor(remaining - LOCAL_HOLD)))))
 
 
 class Scheduler:

@@ -11,14 +11,15 @@ from datetime import datetime
 
 from tests.integration.conftest import ROOT, Worker
 
-RECEIVED = re.compile(r"\[(\S+ \S+): INFO/MainProcess\] Task demo_tasks\.mock_job\[([0-9a-f-]+)\] received")
+# Celery logs the hand-over to the pool (at the ETA) at DEBUG: that is when a run starts.
+STARTED = re.compile(r"\[(\S+ \S+): DEBUG/MainProcess\] TaskPool: Apply .*?'demo_tasks\.mock_job', '([0-9a-f-]+)'")
 SUCCEEDED = re.compile(r"Task demo_tasks\.mock_job\[([0-9a-f-]+)\] succeeded")
 
 
 def test_every_spawned_job_succeeds_or_reaches_the_morgue_after_three_spaced_runs(e2e_env, tmp_path):
     env = dict(e2e_env, QUEUE_NAME="default", MOCK_JOB_RETRY_DELAY="2")
-    worker = Worker(env, ["-Q", "default", "-P", "threads", "-c", "40"], tmp_path / "worker.log",
-                    app="demo_tasks")
+    worker = Worker(env, ["-Q", "default", "-P", "threads", "-c", "40", "-l", "debug"],
+                    tmp_path / "worker.log", app="demo_tasks")
     try:
         worker.wait_ready()
         spawned = subprocess.run([sys.executable, "-m", "demo_tasks.spawner", "--rate", "5",
@@ -34,7 +35,7 @@ def test_every_spawned_job_succeeds_or_reaches_the_morgue_after_three_spaced_run
                 break
             time.sleep(2)
         receipts = collections.defaultdict(list)
-        for at, task_id in RECEIVED.findall(worker.log()):
+        for at, task_id in STARTED.findall(worker.log()):
             receipts[task_id].append(datetime.strptime(at, "%Y-%m-%d %H:%M:%S,%f"))
         succeeded, buried = set(SUCCEEDED.findall(worker.log())), morgue_ids(env)
         assert len(receipts) == sent  # none lost

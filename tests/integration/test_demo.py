@@ -12,7 +12,8 @@ from datetime import datetime
 from tests.integration.conftest import ROOT, Worker
 
 # Celery logs the hand-over to the pool (at the ETA) at DEBUG: that is when a run starts.
-STARTED = re.compile(r"\[(\S+ \S+): DEBUG/MainProcess\] TaskPool: Apply .*?'demo_tasks\.mock_job', '([0-9a-f-]+)'")
+STARTED = re.compile(r"\[(\S+ \S+): DEBUG/MainProcess\] TaskPool: Apply "
+                     r".*?'demo_tasks\.mock_job', '([0-9a-f-]+)'")
 SUCCEEDED = re.compile(r"Task demo_tasks\.mock_job\[([0-9a-f-]+)\] succeeded")
 
 

@@ -258,6 +258,10 @@ class Channel(virtual.Channel):
             except wire.UndecodableMessage as exc:
                 self._bury(info, queue, item, exc.reason)
                 continue
+            refused = morgue.refusal(payload)
+            if refused:
+                self._bury(info, queue, item, refused)
+                continue
             payload["properties"]["delivery_tag"] = next(self._tags)
             payload["redelivered"] = item.delivery_attempt > 1
             delivery = Delivery(self, queue, info.path, item.ack_id, payload)

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 RECORD_CONTENT_TYPE = "application/x-kombu-pubsub-morgue-record+json"
 #: Functions installed apps give us to explain a reject: payload → reason or None.
 _reject_reasons: list[Callable[[dict[str, Any]], str | None]] = []
+#: Functions installed apps give us to refuse a message before Celery sees it
+#: (Celery acks, and so loses, a message it cannot decode): payload → reason or None.
+_refusals: list[Callable[[dict[str, Any]], str | None]] = []
 
 
 def now_iso() -> str:
@@ -67,6 +70,15 @@ def reject_reason(payload: dict[str, Any]) -> str:
     return "rejected without requeue"
 
 
+def refusal(payload: dict[str, Any]) -> str | None:
+    """Why a message must go to the morgue instead of to Celery, or None to deliver it."""
+    for refuse in _refusals:
+        reason = refuse(payload)
+        if reason:
+            return reason
+    return None
+
+
 def install(app: Celery) -> None:
     """Send every task of `app` that fails its last retry to the morgue (one line of config).
 
@@ -88,8 +100,16 @@ def install(app: Celery) -> None:
             return f"unknown task {name!r} (not registered in app {app.main!r})"
         return None
 
+    def content_not_accepted(payload: dict[str, Any]) -> str | None:
+        accept = app.conf.accept_content or ["json"]
+        content_type = payload.get("content-type")
+        if _accepted(content_type, accept):
+            return None
+        return f"content type {content_type!r} not accepted (accept_content={list(accept)!r})"
+
     signals.task_failure.connect(on_task_failure, weak=False)
     _reject_reasons.append(unknown_task)
+    _refusals.append(content_not_accepted)
     app._kombu_pubsub_morgue = on_task_failure  # keeps a reference; marks the app as installed
 
 
@@ -129,3 +149,13 @@ def publish_record(app: Celery, record: dict[str, Any]) -> None:
         return
     logger.warning("Moved failed job %s[%s] to the morgue after %d execution(s).",
                    record["task"], record["id"], record["executions"])
+
+
+def _accepted(content_type: Any, accept: Any) -> bool:
+    """Kombu's accept list holds content types or serializer names ('json')."""
+    from kombu.serialization import registry
+
+    if not isinstance(content_type, str):
+        return False
+    names = {registry.name_to_type.get(name, name) for name in accept}
+    return content_type in names or content_type == RECORD_CONTENT_TYPE

@@ -75,3 +75,24 @@ def test_morgue_purge_empties_it(start_worker, e2e_env):
     purged = celery(e2e_env, "pubsub", "morgue", "purge")
     assert "Purged 3 message(s)" in purged.stdout, purged.stderr
     assert "0 message(s) in the morgue" in celery(e2e_env, "pubsub", "morgue", "list").stdout
+
+
+BAD_CONTENT = """
+import base64, json
+from google.cloud import pubsub_v1
+envelope = {{"body": base64.b64encode(b"not really pickle").decode(), "content-type": {content_type!r},
+            "content-encoding": "binary", "headers": {{"task": "e2e.record", "id": "bad-1"}},
+            "properties": {{"body_encoding": "base64", "delivery_info": {{}}}}}}
+pubsub_v1.PublisherClient().publish("projects/{project}/topics/e2e", json.dumps(envelope).encode()).result()
+record.delay("after")
+"""
+
+
+def test_a_pickle_message_is_refused_into_the_morgue_not_lost(start_worker, e2e_env, project, task_log):
+    start_worker("-c", "1")
+    sent = run_producer(e2e_env, BAD_CONTENT.format(content_type="application/x-python-serialize",
+                                                    project=project))
+    assert sent.returncode == 0, sent.stderr
+    assert "after" in task_log.wait_for("done", 1, timeout=20)  # the worker keeps going
+    listed = wait_for_morgue(e2e_env, 1, timeout=20)
+    assert "content type 'application/x-python-serialize' not accepted" in listed, listed

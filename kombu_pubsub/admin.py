@@ -10,6 +10,8 @@ import dataclasses
 import logging
 import os
 import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
@@ -20,6 +22,7 @@ from .errors import PubSubError, ResourceMissingError
 from .options import TransportOptions
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The queue dead jobs and unprocessable messages go to (see morgue.py).
 MORGUE_QUEUE = "morgue"
@@ -141,6 +144,30 @@ class Admin:
             return False
         return True
 
+    def find_subscription(self, name: str) -> pubsub_v1.types.Subscription | None:
+        """The subscription behind queue `name` as Pub/Sub describes it, or None if it is absent."""
+        path = self.subscription_path(name)
+        try:
+            return rpc.call(self._subscriber.get_subscription, f"looking up subscription {path!r}",
+                            self._budget, subscription=path)
+        except gexc.NotFound:
+            return None
+
+    def list_subscriptions(self) -> list[pubsub_v1.types.Subscription]:
+        """Every subscription in the project (all pages)."""
+        return rpc.call(_all_pages(self._subscriber.list_subscriptions),
+                        f"listing the subscriptions of project {self.project!r}",
+                        self._budget, project=f"projects/{self.project}")
+
+    def topic_subscriptions(self, name: str) -> list[str]:
+        """Paths of the subscriptions on the topic for `name`; empty if the topic is absent."""
+        path = self.topic_path(name)
+        try:
+            return rpc.call(_all_pages(self._publisher.list_topic_subscriptions),
+                            f"listing the subscriptions of topic {path!r}", self._budget, topic=path)
+        except gexc.NotFound:
+            return []
+
     def delete_subscription(self, path: str) -> None:
         """Delete a subscription; a missing one is fine."""
         try:
@@ -200,3 +227,10 @@ class Admin:
 
 def _duration(seconds: float) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=int(seconds))
+
+
+def _all_pages(method: Callable[..., Iterable[T]]) -> Callable[..., list[T]]:
+    """`method` (a GAPIC list call) reading every page inside one bounded call."""
+    def listed(**kwargs: Any) -> list[T]:
+        return list(method(**kwargs))
+    return listed

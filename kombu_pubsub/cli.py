@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
+from . import queue_report
+from .admin import MORGUE_QUEUE
+from .app_queues import app_queues
 from .errors import PubSubError
 from .morgue_tools import Entry, Morgue
+from .queue_tools import QueueTools
+
+#: Why `delete morgue` needs --force.
+MORGUE_REFUSAL = (
+    "refusing to delete the morgue: it holds the jobs that failed for good ('pubsub morgue list' "
+    "shows them) and every work queue's dead-letter policy forwards to its topic; "
+    "add --force to delete it anyway")
 
 
 @click.group(name="pubsub")
@@ -87,3 +100,91 @@ def purge(ctx: click.Context) -> None:
     with Morgue(_app(ctx)) as graveyard:
         count = graveyard.purge()
     click.echo(f"Purged {count} message(s) from the morgue.")
+
+
+# -- queues ---------------------------------------------------------------------------
+def _command(ctx: click.Context) -> str:
+    """How the operator invoked celery, for the fixes we print ('celery -A demo_tasks')."""
+    app = ctx.find_root().params.get("app")
+    return f"celery -A {app}" if isinstance(app, str) and app else "celery"
+
+
+@contextlib.contextmanager
+def _tools(ctx: click.Context) -> Iterator[QueueTools]:
+    try:
+        with QueueTools(_app(ctx)) as tools:
+            yield tools
+    except PubSubError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_extra_queues = click.option("-Q", "--queue", "extra", multiple=True, metavar="QUEUE",
+                             help="Also this queue (one only named on a worker's -Q); repeatable.")
+
+
+@pubsub.command()
+@click.option("--all", "every", is_flag=True, help="Also every other subscription in the project.")
+@_extra_queues
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (durations in seconds).")
+@click.pass_context
+def queues(ctx: click.Context, every: bool, extra: tuple[str, ...], as_json: bool) -> None:
+    """The app's queues and the morgue: topic, subscription, policies, backlog."""
+    found = app_queues(_app(ctx), extra)
+    with _tools(ctx) as tools:
+        infos = tools.describe(found.specs, every)
+        backlog = tools.backlog()
+        options, where = tools.options, tools.where
+    notes = queue_report.footnotes(infos, backlog, options, _command(ctx)) + \
+        queue_report.scope_notes(found)
+    if as_json:
+        click.echo(json.dumps({"where": where, "notes": notes, "queues": [
+            queue_report.as_json(info, backlog, options) for info in infos]}, indent=2))
+    else:
+        rows = [queue_report.row(info, backlog) for info in infos]
+        click.echo(f"{where}\n{queue_report.table(rows)}\n")
+        click.echo("\n".join(notes))
+    if backlog.error:
+        click.echo(f"Error: backlog unknown: {backlog.error}", err=True)
+
+
+@pubsub.command()
+@_extra_queues
+@click.pass_context
+def provision(ctx: click.Context, extra: tuple[str, ...]) -> None:
+    """Create every queue the app routes to, and the morgue, with the configured policies.
+
+    Idempotent, and works with create_missing off (what it is for).
+    """
+    found = app_queues(_app(ctx), extra)
+    existed = made = 0
+    with _tools(ctx) as tools:
+        click.echo(f"Provisioning {len(found.specs)} queue(s) in {tools.where}:")
+        for outcome in tools.provision(found.specs):
+            click.echo(outcome.line())
+            existed += outcome.action == "already existed"
+            made += outcome.action != "already existed"
+    click.echo(f"{made} created, {existed} already existed.")
+    for note in queue_report.scope_notes(found):
+        click.echo(note)
+
+
+@pubsub.command()
+@click.argument("queue")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Allow deleting the morgue.")
+@click.pass_context
+def delete(ctx: click.Context, queue: str, yes: bool, force: bool) -> None:
+    """Delete a queue's subscription and topic; messages waiting on it are lost."""
+    if queue == MORGUE_QUEUE and not force:
+        raise click.ClickException(MORGUE_REFUSAL)
+    with _tools(ctx) as tools:
+        plan = tools.plan_delete(queue)
+        if not plan.exists:
+            raise click.ClickException(
+                f"queue {queue!r} does not exist in {tools.where}: no subscription or topic "
+                f"for it; '{_command(ctx)} pubsub queues --all' lists what exists")
+        doomed = " and ".join(path for path in (plan.subscription_path, plan.topic_path) if path)
+        if not yes:
+            click.confirm(f"Delete {doomed}? Messages waiting on it are lost.", abort=True)
+        for outcome in tools.delete(plan):
+            click.echo(outcome.line())

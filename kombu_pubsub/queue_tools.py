@@ -1,0 +1,168 @@
+"""Describe, provision and delete an app's queues (behind `celery pubsub queues|provision|delete`).
+
+Separate from the transport: these are operator actions, run from a shell with
+the app's configuration, not from a worker. Provisioning always creates what is
+missing, whatever ``create_missing`` says: it is how queues are made where
+workers run with creation off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import google.auth.exceptions
+from google.cloud import pubsub_v1
+
+from . import naming, rpc
+from .admin import DETACHED_TOPIC, MORGUE_QUEUE, Admin
+from .app_queues import QueueSpec
+from .backlog import Backlog, read_backlog
+from .errors import ConfigurationError
+from .queue_report import QueueInfo, drift, queue_info
+from .transport import Transport
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What happened to one topic or subscription."""
+
+    kind: str
+    path: str
+    action: str
+    notes: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        differs = f"; differs from the configuration: {', '.join(self.notes)}" if self.notes else ""
+        return f"{self.kind} {self.path}: {self.action}{differs}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletePlan:
+    """What deleting one queue would remove."""
+
+    queue: str
+    subscription_path: str | None
+    topic_path: str | None
+    shared_with: tuple[str, ...] = ()
+    """Other subscriptions on the queue's topic: the topic is then kept."""
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.subscription_path or self.topic_path)
+
+
+class QueueTools:
+    """The Pub/Sub resources of one app's project, as an operator manages them."""
+
+    def __init__(self, app: Celery) -> None:
+        self.connection = app.connection_for_write()
+        transport = self.connection.transport  # parses the URL and options; no RPC
+        if not isinstance(transport, Transport):
+            raise ConfigurationError(
+                f"the app's broker is {self.connection.transport_cls!r}, not pubsub://; these commands "
+                "manage Pub/Sub queues: set broker_url='pubsub://<project-id>'")
+        self.project = transport.project
+        self.options = transport.options
+        self._publisher, self._subscriber = _clients()
+        # Always creating: provisioning is what makes queues where create_missing is off.
+        self.admin = Admin(self.project, dataclasses.replace(self.options, create_missing=True),
+                           self._publisher, self._subscriber,
+                           rpc.budget_for(self.project, self.options.publish_timeout))
+
+    def close(self) -> None:
+        self._subscriber.close()
+        self._publisher.stop()
+        self.connection.release()
+
+    def __enter__(self) -> QueueTools:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def where(self) -> str:
+        emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+        return f"project {self.project} ({f'emulator at {emulator}' if emulator else 'Google Cloud'})"
+
+    def describe(self, specs: list[QueueSpec], every_subscription: bool = False) -> list[QueueInfo]:
+        """Each queue as Pub/Sub has it, then (if asked) every other subscription of the project."""
+        infos = [self._describe(spec) for spec in specs]
+        if every_subscription:
+            known = {info.subscription for info in infos}
+            for subscription in self.admin.list_subscriptions():
+                subscription_id = subscription.name.rsplit("/", 1)[-1]
+                if subscription_id not in known:
+                    infos.append(queue_info(None, subscription_id, "", subscription, True))
+        return infos
+
+    def _describe(self, spec: QueueSpec) -> QueueInfo:
+        subscription = self.admin.find_subscription(spec.name)
+        topic_exists = subscription is not None or self.admin.topic_exists(spec.topic)
+        return queue_info(spec.name, naming.resource_id(spec.name), naming.resource_id(spec.topic),
+                          subscription, topic_exists)
+
+    def backlog(self) -> Backlog:
+        return read_backlog(self.project)
+
+    def drift(self, info: QueueInfo) -> list[str]:
+        return drift(info, self.options)
+
+    def provision(self, specs: list[QueueSpec]) -> Iterator[Outcome]:
+        """Create each queue's topic and subscription unless they exist; the morgue first."""
+        # Work subscriptions dead-letter to the morgue, so it must exist before them.
+        for spec in sorted(specs, key=lambda spec: spec.name != MORGUE_QUEUE):
+            topic_existed = self.admin.topic_exists(spec.topic)
+            before = self.admin.find_subscription(spec.name)
+            made = self.admin.ensure_subscription(spec.name, spec.topic, temporary=False)
+            yield Outcome("topic", made.topic_path, "already existed" if topic_existed else "created")
+            yield self._subscription_outcome(spec, made.path, before)
+
+    def _subscription_outcome(self, spec: QueueSpec, path: str, before: object) -> Outcome:
+        if before is None:
+            return Outcome("subscription", path, "created")
+        info = queue_info(spec.name, naming.resource_id(spec.name), "", before, True)
+        if info.topic == DETACHED_TOPIC:
+            return Outcome("subscription", path, "re-created (its topic had been deleted, so "
+                           "nothing published reached it; what was still on it is dropped)")
+        return Outcome("subscription", path, "already existed", tuple(self.drift(info)))
+
+    def plan_delete(self, queue: str) -> DeletePlan:
+        """What `delete` would remove for `queue` (nothing if it does not exist)."""
+        subscription = self.admin.find_subscription(queue)
+        own_path = self.admin.subscription_path(queue)
+        on_topic = self.admin.topic_subscriptions(queue)
+        topic_exists = bool(on_topic) or self.admin.topic_exists(queue)
+        return DeletePlan(queue, own_path if subscription is not None else None,
+                          self.admin.topic_path(queue) if topic_exists else None,
+                          tuple(path for path in on_topic if path != own_path))
+
+    def delete(self, plan: DeletePlan) -> list[Outcome]:
+        """Delete the subscription, then the topic unless other subscriptions use it."""
+        outcomes: list[Outcome] = []
+        if plan.subscription_path:
+            self.admin.delete_subscription(plan.subscription_path)
+            outcomes.append(Outcome("subscription", plan.subscription_path, "deleted"))
+        if plan.topic_path and plan.shared_with:
+            outcomes.append(Outcome("topic", plan.topic_path, "kept: other subscriptions use it ("
+                                    + ", ".join(plan.shared_with) + ")"))
+        elif plan.topic_path:
+            self.admin.delete_topic(plan.topic_path)
+            outcomes.append(Outcome("topic", plan.topic_path, "deleted"))
+        return outcomes
+
+
+def _clients() -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
+    try:
+        return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise ConfigurationError(
+            f"no Google Cloud credentials ({exc}); run 'gcloud auth application-default login', "
+            "set GOOGLE_APPLICATION_CREDENTIALS, or set PUBSUB_EMULATOR_HOST to use the emulator"
+        ) from None

@@ -114,6 +114,8 @@ def footnotes(infos: list[QueueInfo], backlog: Backlog, options: TransportOption
     missing = [info.queue or info.subscription for info in infos if not info.exists]
     if missing:
         notes.append(f"missing: {', '.join(missing)}; create with '{command} pubsub provision'")
+    if any(info.queue is None for info in infos):
+        notes.append("QUEUE -: a subscription the app does not route to (listed by --all)")
     detached = [info.subscription for info in infos if info.topic == DETACHED_TOPIC]
     if detached:
         notes.append(f"topic deleted under: {', '.join(detached)}; nothing published reaches them. "

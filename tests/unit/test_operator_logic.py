@@ -95,6 +95,14 @@ def test_a_missing_queue_shows_as_missing_with_the_fix():
     assert notes == ["missing: reports, mail; create with 'celery -A demo_tasks pubsub provision'"]
 
 
+def test_a_subscription_the_app_does_not_route_to_is_listed_without_a_queue_name():
+    other = queue_info(None, "audit", "", work_subscription(topic="projects/p/topics/mail"), True)
+    assert row(other, EMULATOR)[:3] == ("-", "mail", "audit")
+    assert drift(other, TransportOptions(ack_deadline=60)) == []  # not ours to judge
+    assert "QUEUE -: a subscription the app does not route to (listed by --all)" in footnotes(
+        [other], EMULATOR, TransportOptions(), "celery")
+
+
 def test_the_table_aligns_columns_without_trailing_spaces():
     text = table([("default", "7d"), ("a-long-name", "")], headers=("QUEUE", "RETENTION"))
     assert text.splitlines() == ["QUEUE        RETENTION", "default      7d", "a-long-name"]

@@ -43,6 +43,9 @@ class Acker:
         # Guards _thread (start/stop may be called from different threads).
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Subscriptions we deleted (temporary queues): what is still queued for them is
+        # moot. Only the acker thread reads it; adding is atomic.
+        self._deleted: set[str] = set()
         self.sent_requests = 0
 
     def start(self) -> None:
@@ -59,6 +62,10 @@ class Acker:
         """Queue a deadline change; 0 seconds is a nack (any thread)."""
         for ack_id in ack_ids:
             self._queue.put((subscription_path, ack_id, seconds))
+
+    def forget(self, subscription_path: str) -> None:
+        """Drop what is still queued for a subscription about to be deleted (any thread)."""
+        self._deleted.add(subscription_path)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Send everything queued so far, then end the thread. Idempotent."""
@@ -87,6 +94,8 @@ class Acker:
         """Send a batch now, grouped per subscription and kind, split by bytes."""
         groups: dict[tuple[str, int], list[str]] = defaultdict(list)
         for subscription_path, ack_id, seconds in batch:
+            if subscription_path in self._deleted:
+                continue
             groups[(subscription_path, seconds)].append(ack_id)
         for (subscription_path, seconds), ack_ids in groups.items():
             for chunk in _chunks(ack_ids, self._options.ack_batch_bytes):

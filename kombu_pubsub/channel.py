@@ -11,16 +11,14 @@ from __future__ import annotations
 import datetime
 import itertools
 import logging
-import math
 import threading
-import time
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 from kombu.transport import virtual
 
-from . import delay, morgue, wire
+from . import delay, exchanges, morgue, wire
 from .admin import SubscriptionInfo
 from .consumer import Delivery, Puller
 from .errors import PublishError, PubSubError
@@ -58,10 +56,14 @@ class Channel(virtual.Channel):
 
     QoS = QoS
     supports_fanout = True
+    exchange_types = {**virtual.Channel.exchange_types, "topic": exchanges.TopicExchange}
     connection: Transport
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
+        # Kept past close (which drops .connection): a delivery taken just before
+        # close must still be nacked.
+        self.transport = connection
         self.options = connection.options
         self.subscriber = connection.subscriber
         self._tags = itertools.count(1)
@@ -74,6 +76,9 @@ class Channel(virtual.Channel):
         self._declared: dict[str, dict[str, Any]] = {}
         self._no_ack: set[str] = set()
         self._owned: dict[str, SubscriptionInfo] = {}  # temporary queues to delete on close
+        self._postponer = delay.Postponer(self)
+        #: queue → the exchange whose topic its subscription is on (fanout, temporary topic).
+        self.subscribed_exchanges: dict[str, str] = {}
 
     # -- declaring -----------------------------------------------------------------
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
@@ -91,8 +96,11 @@ class Channel(virtual.Channel):
         return True
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        if self.typeof(exchange).type == "fanout":
-            self.ensure_queue(queue, topic=exchange)
+        kind = self.typeof(exchange).type
+        if kind == "fanout" or (kind == "topic" and self._is_temporary(queue)):
+            info = self.ensure_queue(queue, topic=exchange)
+            self.subscribed_exchanges[queue] = exchange
+            self.connection.exchange_topics.created(exchange, info.topic_path)
         else:
             self.ensure_queue(queue)
 
@@ -122,21 +130,29 @@ class Channel(virtual.Channel):
         try:
             self.connection.publisher.publish(topic_path, data, attributes)
         except PublishError:
-            if not self._recreate_after_loss(queue, message):
+            action = self._after_missing_topic(queue, message)
+            if action == "raise":
                 raise
-            self.connection.publisher.publish(self.ensure_queue(queue).topic_path, data, attributes)
+            if action == "retry":
+                self.connection.publisher.publish(self.ensure_queue(queue).topic_path, data, attributes)
 
-    def _recreate_after_loss(self, queue: str, message: dict[str, Any]) -> bool:
-        """After a publish to a missing topic: True if the queue should be (re)created."""
-        if not self.options.create_missing or self.connection.admin.topic_exists(queue):
-            return False
+    def _after_missing_topic(self, queue: str, message: dict[str, Any]) -> str:
+        """After a failed publish: 'retry' (queue recreated), 'drop' or 'raise'.
+
+        A message for a transient exchange (a pidbox reply) whose queue is gone is
+        dropped, as AMQP drops an unroutable message: its consumer left.
+        """
+        if self.connection.admin.topic_exists(queue):
+            return "raise"
         exchange = message["properties"].get("delivery_info", {}).get("exchange") or ""
         declared = self.state.exchanges.get(exchange, {})
         if exchange and not declared.get("durable", True):
             logger.info("Dropped a message for %r: its queue is gone (its consumer left).", queue)
-            return False
+            return "drop"
+        if not self.options.create_missing:
+            return "raise"
         self.connection.subscriptions.pop(queue, None)
-        return True
+        return "retry"
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
                     **kwargs: Any) -> None:
@@ -147,8 +163,11 @@ class Channel(virtual.Channel):
     def _lookup(self, exchange: str, routing_key: str, default: str | None = None) -> list[str]:
         queues = super()._lookup(exchange, routing_key, default)
         if not queues and exchange and self.typeof(exchange).type == "direct" and routing_key:
-            # Another process declared the binding (e.g. a pidbox reply queue):
-            # Celery names queues after their direct routing key.
+            # Another process declared the binding. Kombu names a remote-control
+            # reply queue "<routing key>.<reply exchange>"; Celery names a task queue
+            # after its routing key.
+            if exchange.startswith("reply.") and exchange.endswith(".pidbox"):
+                return [f"{routing_key}.{exchange}"]
             return [routing_key]
         return queues
 
@@ -262,6 +281,10 @@ class Channel(virtual.Channel):
             if refused:
                 self._bury(info, queue, item, refused)
                 continue
+            if not exchanges.matches(self, queue, payload):
+                self.connection.leaser.remove(item.ack_id)
+                self.connection.acker.ack(info.path, item.ack_id)  # not for us: Pub/Sub keeps no copy
+                continue
             payload["properties"]["delivery_tag"] = next(self._tags)
             payload["redelivered"] = item.delivery_attempt > 1
             delivery = Delivery(self, queue, info.path, item.ack_id, payload)
@@ -269,36 +292,10 @@ class Channel(virtual.Channel):
             if step.action == "deliver":
                 deliveries.append(delivery)
             else:
-                self._put_off(delivery, item, info, step)
+                self._postponer.put_off(delivery, item, info.topic_path, step)
         return deliveries
 
-    def _put_off(self, delivery: Delivery, item: Any, info: SubscriptionInfo, step: delay.Plan) -> None:
-        """A message not yet due: hold it briefly, defer it in Pub/Sub, or re-publish it."""
-        connection = self.connection
-        connection.leaser.remove(delivery.ack_id)
-        if step.action == "republish":
-            try:
-                connection.publisher.publish(info.topic_path, item.message.data,
-                                             dict(item.message.attributes), awaited=True)
-            except PubSubError as exc:
-                logger.warning("Could not re-publish a delayed message on %r (%s); deferring it "
-                               "instead.", delivery.queue, exc)
-                step = delay.Plan("defer", min(self.options.max_defer_hop, step.seconds))
-            else:
-                connection.acker.ack(info.path, delivery.ack_id)
-                return
-        if step.action == "defer":
-            logger.debug("Deferred a message on %r for %.0fs.", delivery.queue, step.seconds)
-            connection.acker.modify(info.path, [delivery.ack_id], int(step.seconds))
-            return
-        # Hold: set the deadline just past the ETA, so a crash now still redelivers it on time.
-        connection.acker.modify(info.path, [delivery.ack_id], math.ceil(step.seconds) + 1)
-        now = time.monotonic()
-        eta = now + step.seconds
-        connection.scheduler.call_at(max(now, eta - delay.HANDOVER_EARLY), lambda: self._hand_over(delivery))
-        connection.scheduler.call_at(eta - 0.2, lambda: self._lease_from_eta(delivery))
-
-    def _hand_over(self, delivery: Delivery) -> None:
+    def hand_over(self, delivery: Delivery) -> None:
         """Scheduler thread: a held message is nearly due; queue it for Celery, whose timer starts it."""
         if self.closed:
             return  # its deadline ends right after the ETA: Pub/Sub redelivers it
@@ -306,17 +303,10 @@ class Channel(virtual.Channel):
             self._buffered += 1
         self.connection.ready.put_many([delivery])
 
-    def _lease_from_eta(self, delivery: Delivery) -> None:
-        """Scheduler thread: just before the ETA, lease the message like any other it is working on."""
-        if self.closed:
-            return
+    def holds(self, delivery: Delivery) -> bool:
+        """True while a delivery is with Celery, not yet acked or rejected (any thread)."""
         with self._room:
-            tag = delivery.payload["properties"]["delivery_tag"]
-            if tag not in self._deliveries:
-                return  # already settled, or never delivered (its deadline lapses on its own)
-        deadline = self.options.ack_deadline
-        self.connection.acker.modify(delivery.subscription_path, [delivery.ack_id], int(deadline))
-        self.connection.leaser.add(delivery.subscription_path, [delivery.ack_id], deadline)
+            return not self.closed and delivery.payload["properties"]["delivery_tag"] in self._deliveries
 
     def _bury(self, info: SubscriptionInfo, queue: str, item: Any, reason: str) -> None:
         buried = morgue.bury(self, item.message.data, dict(item.message.attributes), reason, queue)
@@ -329,7 +319,7 @@ class Channel(virtual.Channel):
     def deliver(self, delivery: Delivery) -> None:
         """Consuming thread: hand one delivery to its consumer's callback."""
         queue = delivery.queue
-        callback = None if self.closed else self.connection._callbacks.get(queue)
+        callback = None if self.closed else self.transport._callbacks.get(queue)
         if callback is None:
             with self._room:
                 self._buffered -= 1
@@ -368,11 +358,13 @@ class Channel(virtual.Channel):
             self._finish(delivery, ack=False)
 
     def _finish(self, delivery: Delivery, ack: bool) -> None:
-        self.connection.leaser.remove(delivery.ack_id)
+        if not self.transport.connected:
+            return  # closed: unleased, the message comes back when its deadline ends
+        self.transport.leaser.remove(delivery.ack_id)
         if ack:
-            self.connection.acker.ack(delivery.subscription_path, delivery.ack_id)
+            self.transport.acker.ack(delivery.subscription_path, delivery.ack_id)
         else:
-            self.connection.acker.modify(delivery.subscription_path, [delivery.ack_id], 0)
+            self.transport.acker.modify(delivery.subscription_path, [delivery.ack_id], 0)
 
     def report(self, error: BaseException) -> None:
         """Puller thread: pass an error to the consuming thread, which raises it."""
@@ -397,6 +389,7 @@ class Channel(virtual.Channel):
         admin = connection.admin
         for queue, info in self._owned.items():
             connection.subscriptions.pop(queue, None)
+            connection.acker.forget(info.path)
             try:
                 admin.delete_subscription(info.path)
                 if info.topic_path == admin.topic_path(queue):

@@ -57,11 +57,6 @@ class ReadyBuffer:
             self._items.extend(deliveries)
             self._cond.notify()
 
-    def put_back(self, deliveries: list[Delivery]) -> None:
-        """Return undelivered items to the front, in order."""
-        with self._cond:
-            self._items.extendleft(reversed(deliveries))
-
     def fail(self, error: BaseException) -> None:
         """Record an error for the consuming thread to raise (first one wins)."""
         with self._cond:
@@ -69,17 +64,19 @@ class ReadyBuffer:
                 self._error = error
             self._cond.notify_all()
 
-    def take(self, timeout: float | None) -> list[Delivery]:
-        """Wait up to `timeout` for deliveries; return all waiting. Raise a recorded error."""
+    def take(self, timeout: float | None) -> Delivery | None:
+        """Wait up to `timeout` for a delivery and return the oldest, or None. Raise a recorded error.
+
+        One per call, as Kombu's drain_events contract goes: callers such as
+        remote control's reply collector count calls to know when to stop.
+        """
         with self._cond:
             if not self._items and self._error is None:
                 self._cond.wait(timeout)
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
-            items = list(self._items)
-            self._items.clear()
-            return items
+            return self._items.popleft() if self._items else None
 
     def remove_channel(self, channel: Channel) -> list[Delivery]:
         """Take out and return every delivery for `channel` (it is closing)."""

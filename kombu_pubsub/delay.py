@@ -26,7 +26,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .errors import PubSubError
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .consumer import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +87,56 @@ def plan(payload: dict[str, Any], now: datetime.datetime, delivery_attempt: int,
         return Plan("republish", remaining)
     # Come back about LOCAL_HOLD early; the rest is held in memory.
     return Plan("defer", float(max(1, min(max_hop, math.floor(remaining - LOCAL_HOLD)))))
+
+
+class Postponer:
+    """Carries out a Plan other than 'deliver' for one channel (runs on its puller threads)."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    def put_off(self, delivery: Delivery, item: Any, topic_path: str, step: Plan) -> None:
+        """A message not yet due: hold it briefly, defer it in Pub/Sub, or re-publish it."""
+        connection = self.channel.connection
+        connection.leaser.remove(delivery.ack_id)
+        if step.action == "republish":
+            if self._republish(delivery, item, topic_path):
+                return
+            step = Plan("defer", min(self.channel.options.max_defer_hop, step.seconds))
+        if step.action == "defer":
+            logger.debug("Deferred a message on %r for %.0fs.", delivery.queue, step.seconds)
+            connection.acker.modify(delivery.subscription_path, [delivery.ack_id], int(step.seconds))
+            return
+        # Hold: set the deadline just past the ETA, so a crash now still redelivers it on time.
+        connection.acker.modify(delivery.subscription_path, [delivery.ack_id],
+                                math.ceil(step.seconds) + 1)
+        now = time.monotonic()
+        eta = now + step.seconds
+        connection.scheduler.call_at(max(now, eta - HANDOVER_EARLY),
+                                     lambda: self.channel.hand_over(delivery))
+        connection.scheduler.call_at(eta - 0.2, lambda: self._lease_from_eta(delivery))
+
+    def _republish(self, delivery: Delivery, item: Any, topic_path: str) -> bool:
+        """Publish a copy (awaited), then ack the original; False if the copy failed."""
+        connection = self.channel.connection
+        try:
+            connection.publisher.publish(topic_path, item.message.data,
+                                         dict(item.message.attributes), awaited=True)
+        except PubSubError as exc:
+            logger.warning("Could not re-publish a delayed message on %r (%s); deferring it "
+                           "instead.", delivery.queue, exc)
+            return False
+        connection.acker.ack(delivery.subscription_path, delivery.ack_id)
+        return True
+
+    def _lease_from_eta(self, delivery: Delivery) -> None:
+        """Scheduler thread: just before the ETA, lease the message like any other being worked on."""
+        if not self.channel.holds(delivery):
+            return  # settled, never delivered, or closed: its deadline lapses on its own
+        connection = self.channel.connection
+        deadline = self.channel.options.ack_deadline
+        connection.acker.modify(delivery.subscription_path, [delivery.ack_id], int(deadline))
+        connection.leaser.add(delivery.subscription_path, [delivery.ack_id], deadline)
 
 
 class Scheduler:

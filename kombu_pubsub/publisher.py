@@ -44,9 +44,12 @@ class Publisher:
         _open_publishers.add(self)
 
     def publish(self, topic_path: str, data: bytes, attributes: dict[str, str],
-                awaited: bool = False) -> None:
-        """Publish one message; in awaited mode (or with `awaited`) return once Pub/Sub accepted it."""
-        if self._options.fast_publish and not awaited:
+                awaited: bool | None = None) -> None:
+        """Publish one message; awaited (the default unless fast_publish): return once Pub/Sub accepted it.
+
+        `awaited` True or False overrides the fast_publish option for this message.
+        """
+        if awaited is False or (awaited is None and self._options.fast_publish):
             future = self._client.publish(topic_path, data, **attributes)
             with self._lock:
                 self._pending.add(future)

@@ -4,7 +4,9 @@ Features
 ========
 * Type: Virtual
 * Supports Direct: Yes (a queue is a topic + subscription with the queue's name)
-* Supports Topic: Yes, routed within the publishing connection (as Kombu's virtual transports do)
+* Supports Topic: Yes: durable queues routed by the publishing connection's bindings (as
+  Kombu's virtual transports do); temporary queues (events, Flower) subscribe to the
+  exchange's topic and match routing keys themselves (see exchanges.py)
 * Supports Fanout: Yes (one topic per exchange, one subscription per bound queue)
 * Supports Priority: No
 * Supports TTL: No
@@ -45,6 +47,7 @@ from .errors import (
     ConfigurationError,
     ResourceMissingError,
 )
+from .exchanges import ExchangeTopics
 from .leaser import Leaser
 from .options import TransportOptions, project_from_url
 from .publisher import Publisher
@@ -89,6 +92,7 @@ class Transport(virtual.Transport):
         #: queue name → its subscription, once ensured on this connection.
         self.subscriptions: dict[str, SubscriptionInfo] = {}
         self._topics: dict[str, str] = {}
+        self.exchange_topics = ExchangeTopics(self)
 
     # -- clients, built on first use (creating a client makes no RPC) --------------
     def _build(self) -> None:
@@ -112,6 +116,11 @@ class Transport(virtual.Transport):
             self._leaser.start()
             self.scheduler.start()
             self._clients = (publisher_client, subscriber_client)
+
+    @property
+    def connected(self) -> bool:
+        """True between the first use of the clients and close."""
+        return self._clients is not None
 
     @property
     def subscriber(self) -> pubsub_v1.SubscriberClient:
@@ -160,16 +169,11 @@ class Transport(virtual.Transport):
         return super().establish_connection()
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
-        """Consuming thread: wait for pulled messages (no polling) and deliver them."""
-        deliveries = self.ready.take(timeout)
-        if not deliveries:
+        """Consuming thread: wait for a pulled message (no polling) and deliver it."""
+        delivery = self.ready.take(timeout)
+        if delivery is None:
             raise TimeoutError()
-        for index, delivery in enumerate(deliveries):
-            try:
-                delivery.channel.deliver(delivery)
-            except BaseException:
-                self.ready.put_back(deliveries[index + 1:])
-                raise
+        delivery.channel.deliver(delivery)
 
     def close_connection(self, connection: Any) -> None:
         """Close channels (stop pulling, release messages) → flush acks → stop leasing → close clients."""

@@ -30,6 +30,11 @@ app.conf.update(
 # A job that fails its last retry goes to the morgue queue, where
 # `celery -A demo_tasks pubsub morgue list|show|replay|purge` finds it.
 kombu_pubsub.morgue.install(app)
+if os.environ.get("KOMBU_PUBSUB_METRICS_PORT"):
+    # Prometheus metrics from each worker (pip install 'kombu-pubsub[metrics]').
+    import kombu_pubsub.metrics
+
+    kombu_pubsub.metrics.install(app)
 
 
 class JobError(Exception):

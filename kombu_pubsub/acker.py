@@ -19,6 +19,7 @@ from google.cloud import pubsub_v1
 from . import rpc
 from .errors import PubSubError
 from .options import TransportOptions
+from .stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,9 @@ class Acker:
     """Owns the thread that sends acknowledge / modify_ack_deadline requests."""
 
     def __init__(self, subscriber: pubsub_v1.SubscriberClient, options: TransportOptions,
-                 budget: rpc.Budget) -> None:
+                 budget: rpc.Budget, stats: Stats | None = None) -> None:
         self._subscriber = subscriber
+        self._stats = stats or Stats()
         self._budget = budget
         self._options = options
         self._queue: queue.SimpleQueue[tuple[str, str, int]] = queue.SimpleQueue()
@@ -114,6 +116,8 @@ class Acker:
                          self._budget, subscription=subscription_path,
                          ack_ids=ack_ids, ack_deadline_seconds=seconds)
             self.sent_requests += 1
+            if seconds in (ACK, 0):
+                self._stats.add("acked" if seconds == ACK else "nacked", len(ack_ids))
         except (PubSubError, gexc.GoogleAPICallError) as exc:
             logger.warning("Could not send %d %s(s) on %r: %s. Pub/Sub will redeliver those "
                            "messages when their deadline passes.", len(ack_ids), what,

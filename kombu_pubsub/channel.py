@@ -268,6 +268,7 @@ class Channel(virtual.Channel):
         """Decode and lease pulled messages; bury the undecodable, put off those not yet due."""
         if not received:
             return []
+        self.connection.stats.add("received", len(received))
         self.connection.leaser.add(info.path, [item.ack_id for item in received], info.ack_deadline)
         now = datetime.datetime.now(datetime.UTC)
         deliveries = []

@@ -99,6 +99,7 @@ class Postponer:
         """A message not yet due: hold it briefly, defer it in Pub/Sub, or re-publish it."""
         connection = self.channel.connection
         connection.leaser.remove(delivery.ack_id)
+        connection.stats.add("deferred")
         if step.action == "republish":
             if self._republish(delivery, item, topic_path):
                 return

@@ -17,6 +17,7 @@ from collections import defaultdict
 
 from .acker import Acker
 from .options import TransportOptions
+from .stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ class Lease:
 class Leaser:
     """Owns the thread that extends the ack deadlines of held messages."""
 
-    def __init__(self, acker: Acker, options: TransportOptions) -> None:
+    def __init__(self, acker: Acker, options: TransportOptions, stats: Stats | None = None) -> None:
         self._acker = acker
+        self._stats = stats or Stats()
         self._options = options
         # Guards _leases: added by pullers, removed by ackers, scanned by the leaser.
         self._lock = threading.Lock()
@@ -73,6 +75,13 @@ class Leaser:
         with self._lock:
             self._leases.pop(ack_id, None)
 
+    def oldest_age(self, now: float | None = None) -> float:
+        """Seconds the longest-held message has been leased (0 when none is)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            oldest = min((lease.leased_at for lease in self._leases.values()), default=now)
+        return max(0.0, now - oldest)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._leases)
@@ -102,3 +111,4 @@ class Leaser:
         for subscription_path, ack_ids in due.items():
             self._acker.modify(subscription_path, ack_ids, int(deadline))
             self.extensions += len(ack_ids)
+            self._stats.add("lease_extensions", len(ack_ids))

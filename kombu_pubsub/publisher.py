@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from concurrent import futures
 
@@ -21,6 +22,7 @@ from google.pubsub_v1.services.publisher import PublisherClient as GapicPublishe
 from . import rpc
 from .errors import PublishError, as_kombu_error, is_transient
 from .options import TransportOptions
+from .stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +33,9 @@ class Publisher:
     """Sends encoded messages to topics for one connection."""
 
     def __init__(self, client: pubsub_v1.PublisherClient, options: TransportOptions,
-                 budget: rpc.Budget) -> None:
+                 budget: rpc.Budget, stats: Stats | None = None) -> None:
         self._client = client
+        self._stats = stats or Stats()
         self._options = options
         self._budget = budget
         # Guards _pending and the counters: fast-mode done callbacks run on the
@@ -50,11 +53,13 @@ class Publisher:
         `awaited` True or False overrides the fast_publish option for this message.
         """
         if awaited is False or (awaited is None and self._options.fast_publish):
+            started = time.perf_counter()
             future = self._client.publish(topic_path, data, **attributes)
             with self._lock:
                 self._pending.add(future)
-            future.add_done_callback(self._on_done)
+            future.add_done_callback(lambda done: self._on_done(done, started))
             return
+        started = time.perf_counter()
         deadline = self._budget.deadline()
         try:
             GapicPublisher.publish(
@@ -65,18 +70,25 @@ class Publisher:
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             with self._lock:
                 self.failed += 1
+            self._stats.add("publish_failures")
             if is_transient(exc):
                 self._budget.failed()
             raise _publish_error(exc, topic_path) from exc
         self._budget.succeeded()
+        self._stats.observe_publish(time.perf_counter() - started)
+        self._stats.add("published")
         with self._lock:
             self.published += 1
 
-    def _on_done(self, future: futures.Future) -> None:
+    def _on_done(self, future: futures.Future, started: float) -> None:
         """Count the result of a fast-mode publish (runs on a client batch thread)."""
+        failed = future.exception() is not None
+        self._stats.add("publish_failures" if failed else "published")
+        if not failed:
+            self._stats.observe_publish(time.perf_counter() - started)
         with self._lock:
             self._pending.discard(future)
-            if future.exception() is None:
+            if not failed:
                 self.published += 1
                 return
             self.failed += 1

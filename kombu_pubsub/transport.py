@@ -51,6 +51,7 @@ from .exchanges import ExchangeTopics
 from .leaser import Leaser
 from .options import TransportOptions, project_from_url
 from .publisher import Publisher
+from .stats import Stats, live_transports
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class Transport(virtual.Transport):
         self.project = project_from_url(client.hostname, client.port, client.userid,
                                         client.password, client.virtual_host)
         self.ready = ReadyBuffer()
+        self.stats = Stats()
+        live_transports.add(self)
         # Guards the lazily built clients and helpers below.
         self._lock = threading.Lock()
         self._clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient] | None = None
@@ -109,9 +112,9 @@ class Transport(virtual.Transport):
                     "to use the emulator") from None
             budget = rpc.budget_for(self.project, self.options.publish_timeout)
             self._admin = Admin(self.project, self.options, publisher_client, subscriber_client, budget)
-            self._publisher = Publisher(publisher_client, self.options, budget)
-            self._acker = Acker(subscriber_client, self.options, budget)
-            self._leaser = Leaser(self._acker, self.options)
+            self._publisher = Publisher(publisher_client, self.options, budget, self.stats)
+            self._acker = Acker(subscriber_client, self.options, budget, self.stats)
+            self._leaser = Leaser(self._acker, self.options, self.stats)
             self._acker.start()
             self._leaser.start()
             self.scheduler.start()

@@ -27,7 +27,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 EMULATOR_SERVICE = "pubsub"
 # Every service built from the Dockerfile; all of them talk to Pub/Sub.
-APP_SERVICES = ("worker", "spawner", "tests")
+APP_SERVICES = ("worker", "spawner", "flower", "tests")
 EMULATOR_IMAGE = re.compile(
     r"^(?:(?:us|eu|asia)\.)?gcr\.io/google\.com/cloudsdktool/google-cloud-cli:(?:\d+\.\d+\.\d+-)?emulators$"
 )
@@ -289,7 +289,7 @@ def test_worker_is_scalable() -> None:
 
 @pytest.mark.parametrize(
     ("name", "profiles"),
-    [(EMULATOR_SERVICE, []), ("worker", []), ("spawner", []), ("tests", ["tests"])],
+    [(EMULATOR_SERVICE, []), ("worker", []), ("spawner", []), ("flower", []), ("tests", ["tests"])],
 )
 def test_service_profiles(name: str, profiles: list[str]) -> None:
     """`docker compose up` starts all but tests; `docker compose run --rm tests` runs them."""
@@ -308,7 +308,8 @@ def test_compose_variables_in_commands_have_defaults_or_are_escaped(name: str) -
 
 # --------------------------------------------------------------------------- commands
 
-COMMAND_SOURCES = ["compose:worker", "compose:spawner", "compose:tests", "Dockerfile:CMD"]
+COMMAND_SOURCES = ["compose:worker", "compose:spawner", "compose:flower", "compose:tests",
+                   "Dockerfile:CMD"]
 
 
 def test_every_app_service_command_is_in_the_table() -> None:
@@ -318,7 +319,8 @@ def test_every_app_service_command_is_in_the_table() -> None:
 
 @pytest.mark.parametrize(
     ("source", "program"),
-    [("compose:worker", "celery"), ("compose:spawner", "python"), ("compose:tests", "pytest"),
+    [("compose:worker", "celery"), ("compose:spawner", "python"), ("compose:flower", "celery"),
+     ("compose:tests", "pytest"),
      ("Dockerfile:CMD", "celery")],
 )
 def test_command_runs_the_expected_program(source: str, program: str) -> None:
@@ -326,7 +328,8 @@ def test_command_runs_the_expected_program(source: str, program: str) -> None:
     assert argv and argv[0] == program, argv
 
 
-@pytest.mark.parametrize("source", ["compose:worker", "compose:spawner", "Dockerfile:CMD"])
+@pytest.mark.parametrize("source", ["compose:worker", "compose:spawner", "compose:flower",
+                                    "Dockerfile:CMD"])
 def test_command_names_existing_modules(source: str) -> None:
     modules = referenced_modules(command_argv(source))
     assert modules, f"{source} names no module with celery -A / python -m"
@@ -391,3 +394,24 @@ def test_dockerignore_keeps_what_the_image_needs(path: str) -> None:
 )
 def test_dockerignore_leaves_out_vcs_venvs_and_caches(path: str) -> None:
     assert dockerignored(path)
+
+
+def test_compose_worker_sends_task_events_and_flower_watches_the_demo_app() -> None:
+    assert "-E" in command_argv("compose:worker")  # without events Flower shows no tasks
+    assert command_argv("compose:flower")[:4] == ["celery", "-A", "demo_tasks", "flower"]
+
+
+def test_flower_is_healthchecked_on_the_port_it_serves_and_publishes() -> None:
+    flower = service("flower")
+    port = next(arg.split("=", 1)[1] for arg in command_argv("compose:flower")
+                if arg.startswith("--port="))
+    assert any(str(entry).endswith(f":{port}") for entry in flower["ports"]), flower["ports"]
+    probe = " ".join(flower["healthcheck"]["test"])
+    assert f"localhost:{port}/healthcheck" in probe, probe
+    assert not probe.startswith("CMD curl"), "python:3.11-slim has no curl"
+
+
+def test_worker_metrics_port_is_exposed_not_published() -> None:
+    worker = service("worker")
+    port = environment(worker)["KOMBU_PUBSUB_METRICS_PORT"]
+    assert port in [str(entry) for entry in worker.get("expose", [])]

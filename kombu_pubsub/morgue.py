@@ -1,12 +1,14 @@
 """The morgue: where jobs that failed for good and messages that cannot be processed go.
 
 A queue like any other (topic + subscription named ``morgue``, created together
-so nothing published there is dropped). Entries arrive four ways, each with
+so nothing published there is dropped). Entries arrive these ways, each with
 its reason in the ``morgue_reason`` attribute:
 
 * a task that failed its last retry (``install(app)``): a JSON record of the job;
 * a message the transport cannot decode, or that is rejected without requeue
   (unknown task included): the message as received;
+* a message refused before Celery sees it (:func:`refusal`), one Celery would
+  drop or crash its worker on (``checks.py``): the message as received;
 * a message Pub/Sub dead-lettered after ``dead_letter_attempts`` deliveries
   (a task that kills its worker each time): the message as received.
 
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Queue
 
+from . import checks, wire
 from .admin import MORGUE_QUEUE
 from .errors import PubSubError
 
@@ -40,6 +43,8 @@ _reject_reasons: list[Callable[[dict[str, Any]], str | None]] = []
 #: Functions installed apps give us to refuse a message before Celery sees it
 #: (Celery acks, and so loses, a message it cannot decode): payload → reason or None.
 _refusals: list[Callable[[dict[str, Any]], str | None]] = []
+#: Checks of Celery task messages, on once an app is installed: (payload, JSON body) → reason or None.
+_task_checks: list[Callable[[dict[str, Any], Any], str | None]] = []
 
 
 def now_iso() -> str:
@@ -57,6 +62,7 @@ def bury(channel: Channel, data: bytes, attributes: dict[str, str], reason: str,
         logger.error("Could not move a message from %r to the morgue (%s): %s. It stays on "
                      "its queue and will be redelivered.", queue, reason, exc)
         return False
+    channel.connection.stats.add("morgued")
     logger.warning("Moved a message from %r to the morgue: %s.", queue, reason)
     return True
 
@@ -71,9 +77,22 @@ def reject_reason(payload: dict[str, Any]) -> str:
 
 
 def refusal(payload: dict[str, Any]) -> str | None:
-    """Why a message must go to the morgue instead of to Celery, or None to deliver it."""
+    """Why a message must go to the morgue instead of to Celery, or None to deliver it.
+
+    Every message: a body Kombu cannot undo, or a JSON body that does not parse.
+    Once an app is installed, also content types it does not accept and task
+    messages Celery would crash on or drop (the table in ``checks.py``).
+    """
+    try:
+        body = checks.json_body(payload)
+    except wire.UndecodableMessage as exc:
+        return exc.reason
     for refuse in _refusals:
         reason = refuse(payload)
+        if reason:
+            return reason
+    for check in _task_checks:
+        reason = check(payload, body)
         if reason:
             return reason
     return None
@@ -82,7 +101,9 @@ def refusal(payload: dict[str, Any]) -> str | None:
 def install(app: Celery) -> None:
     """Send every task of `app` that fails its last retry to the morgue (one line of config).
 
-    Also names the reason when the worker rejects a message for an unknown task.
+    Also names the reason when the worker rejects a message for an unknown task,
+    and refuses into the morgue, before Celery sees them, messages of a content
+    type the app does not accept and task messages Celery would crash on or drop.
     """
     from celery import signals
 
@@ -95,8 +116,11 @@ def install(app: Celery) -> None:
         publish_record(app, record)
 
     def unknown_task(payload: dict[str, Any]) -> str | None:
-        name = (payload.get("headers") or {}).get("task")
-        if isinstance(name, str) and name not in app.tasks:
+        name = checks.task_name(payload)
+        if name is None:
+            return ("not a task message: no 'task' header and no task named in its body "
+                    "(Celery rejects it as an unknown message)")
+        if name not in app.tasks:
             return f"unknown task {name!r} (not registered in app {app.main!r})"
         return None
 
@@ -110,6 +134,8 @@ def install(app: Celery) -> None:
     signals.task_failure.connect(on_task_failure, weak=False)
     _reject_reasons.append(unknown_task)
     _refusals.append(content_not_accepted)
+    if checks.malformed_task not in _task_checks:
+        _task_checks.append(checks.malformed_task)
     app._kombu_pubsub_morgue = on_task_failure  # keeps a reference; marks the app as installed
 
 
@@ -123,8 +149,9 @@ def failure_record(task: Any, task_id: str | None, exception: BaseException | No
         "kind": "task_failed",
         "task": task.name,
         "id": task_id,
-        "args": list(args or ()),
-        "kwargs": dict(kwargs or {}),
+        # As the task got them: a malformed message can bring args that are not a list.
+        "args": list(args) if isinstance(args, (list, tuple)) else [] if args is None else args,
+        "kwargs": dict(kwargs) if isinstance(kwargs, dict) else {} if kwargs is None else kwargs,
         "queue": delivery_info.get("routing_key") or task.app.conf.task_default_queue,
         "executions": int(getattr(request, "retries", 0) or 0) + 1,
         "exception": {"type": type(exception).__name__ if exception else None,
@@ -143,6 +170,9 @@ def publish_record(app: Celery, record: dict[str, Any]) -> None:
             producer.publish(json.dumps(record, default=repr), routing_key=MORGUE_QUEUE,
                              declare=[Queue(MORGUE_QUEUE)], content_type=RECORD_CONTENT_TYPE,
                              content_encoding="utf-8", headers=headers, retry=True)
+            stats = getattr(getattr(producer.channel, "connection", None), "stats", None)
+            if stats is not None:  # a pubsub:// connection: count it for metrics.py
+                stats.add("morgued")
     except Exception:  # noqa: BLE001 - a failure here loses the job: say so loudly
         logger.error("Could not move failed job %s[%s] to the morgue; it is lost.",
                      record["task"], record["id"], exc_info=True)

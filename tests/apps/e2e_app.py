@@ -2,7 +2,8 @@
 
 Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID, QUEUE_NAME,
 E2E_LOG (a file each task execution appends a line to), E2E_ACKS_LATE,
-E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH.
+E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH, E2E_LOG_NAMES=1 (worker log lines
+name their logger).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,
 )
+if os.environ.get("E2E_LOG_NAMES") == "1":
+    app.conf.worker_log_format = "[%(asctime)s: %(levelname)s/%(processName)s %(name)s] %(message)s"
 kombu_pubsub.morgue.install(app)
+if os.environ.get("KOMBU_PUBSUB_METRICS_PORT"):
+    import kombu_pubsub.metrics
+
+    kombu_pubsub.metrics.install(app)
 RETRY_DELAY = float(os.environ.get("E2E_RETRY_DELAY", "1.5"))
 
 
@@ -65,3 +72,14 @@ def kill_worker(token: str) -> None:
 
     _record("start", token)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="e2e.hold")
+def hold(token: str, flag: str, limit: float = 60.0) -> str:
+    """Write 'start', wait while the file `flag` exists (at most `limit` s), write 'done'."""
+    _record("start", token)
+    deadline = time.monotonic() + limit
+    while os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _record("done", token)
+    return token

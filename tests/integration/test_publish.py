@@ -21,10 +21,12 @@ os._exit(0)  # no interpreter shutdown, no atexit: only what was accepted surviv
 """
 
 
-def test_500_delays_then_an_abrupt_exit_lose_nothing(e2e_env, project, subscriber_client):
+def test_500_delays_then_an_abrupt_exit_lose_nothing(e2e_env, project, subscriber_client, record_property):
     done = run_producer(e2e_env, PRODUCE_500_AND_EXIT)
     assert done.returncode == 0, done.stderr
     messages = pull_all(subscriber_client, f"projects/{project}/subscriptions/e2e")
+    print(f"\nFIGURE producer_exit_delivered: {len(messages)} of 500")
+    record_property("producer_exit_delivered", len(messages))
     assert len(messages) == 500
 
 
@@ -58,7 +60,7 @@ def test_publish_to_a_broker_that_is_down_raises_within_the_bound(monkeypatch, p
     assert "reachable" in str(caught.value) or "did not answer" in str(caught.value)
 
 
-def test_celery_delay_to_a_broker_that_is_down_raises_a_kombu_error(e2e_env):
+def test_celery_delay_to_a_broker_that_is_down_raises_a_kombu_error(e2e_env, record_property):
     env = dict(e2e_env, PUBSUB_EMULATOR_HOST=f"127.0.0.1:{free_port()}",
                E2E_TRANSPORT_OPTIONS='{"publish_timeout": 2}')
     code = """
@@ -72,6 +74,8 @@ except KombuError as exc:
 """
     done = run_producer(env, code, timeout=60)
     assert done.stdout.startswith("raised"), done.stdout + done.stderr
+    print(f"\nFIGURE broker_down_delay_raised: {done.stdout.strip()} s (publish_timeout=2)")
+    record_property("broker_down_delay_raised_s", float(done.stdout.split()[-1]))
     assert float(done.stdout.split()[-1]) < 8
 
 

@@ -23,9 +23,12 @@ def test_worker_runs_tasks_sent_with_delay(start_worker, e2e_env, task_log, pool
     assert sorted(set(task_log.wait_for("done", 30, timeout=30))) == sorted(f"t{i}" for i in range(30))
 
 
-def test_a_task_whose_worker_is_killed_runs_again_within_an_ack_deadline(start_worker, e2e_env, task_log):
+def test_a_task_whose_worker_is_killed_runs_again_within_an_ack_deadline(start_worker, e2e_env, task_log,
+                                                                         tmp_path):
+    flag = tmp_path / "holding"  # the task runs while it exists: up to 60 s
+    flag.touch()
     first = start_worker("-c", "1", transport_options={"ack_deadline": 10})
-    run_producer(e2e_env, "record.delay('victim', sleep=60)")
+    run_producer(e2e_env, f"from tests.apps.e2e_app import hold\nhold.delay('victim', {str(flag)!r})")
     task_log.wait_for("start", 1, timeout=20)
     assert task_log.tokens("start") == ["victim"]
     first.signal(signal.SIGKILL)
@@ -35,6 +38,7 @@ def test_a_task_whose_worker_is_killed_runs_again_within_an_ack_deadline(start_w
     while len(task_log.tokens("start")) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     starts = task_log.events("start")
+    flag.unlink()  # the second run ends, so the worker stops at once
     assert [token for token, _, _ in starts] == ["victim", "victim"]
     assert starts[1][2] - killed_at < 10 + 15  # one ack deadline, plus worker start-up
 
@@ -85,6 +89,7 @@ def test_celery_purge_empties_the_queue_and_reports_the_count(e2e_env, task_log)
 def test_worker_survives_an_emulator_restart(start_worker, e2e_env, task_log, record_property):
     emulator = Emulator().start()
     env = {"PUBSUB_EMULATOR_HOST": emulator.host}
+    worker = None
     try:
         worker = start_worker("-c", "1", **env)
         run_producer(dict(e2e_env, **env), "record.delay('before')")
@@ -112,4 +117,6 @@ def test_worker_survives_an_emulator_restart(start_worker, e2e_env, task_log, re
         assert "Connection to broker lost" in outage
         assert "Unrecoverable error" not in outage and outage.count("Traceback") <= 2
     finally:
+        if worker is not None:
+            worker.stop()  # while its emulator still runs: a clean, quick shutdown
         emulator.stop()

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import gcpubsub_compat, report, scenarios
+from . import countdown, gcpubsub_compat, report, scenarios
 from .emulator import Emulator
 from .pubsub_raw import Raw
 from .systems import ENQUEUE_MODES, SYSTEMS, Settings
@@ -135,11 +135,11 @@ def run(settings: Settings, tokens: set[str], workdir: Path,
                 for system in systems:
                     if wants(tokens, "countdown-lateness"):
                         _log(f"repeat {repeat}: countdown lateness {system.key}")
-                        measurements.append(scenarios.countdown_lateness(ctx, system, repeat))
+                        measurements.append(countdown.countdown_lateness(ctx, system, repeat))
                         _report_last(measurements[-1:])
                     if wants(tokens, "countdown-memory"):
                         _log(f"repeat {repeat}: countdown memory {system.key}")
-                        measurements.append(scenarios.countdown_memory(ctx, system, repeat))
+                        measurements.append(countdown.countdown_memory(ctx, system, repeat))
                         _report_last(measurements[-1:])
         finally:
             ctx.settle()

@@ -2,12 +2,15 @@
 
 Scenarios (``--only``, repeatable, comma-separated or prefixes):
   enqueue             task.delay() N times from a fresh process; calls/s and arrivals at exit
-  drain-POOL          N preloaded no-op tasks through ``celery worker -P POOL``; tasks/s
-  drain               every drain-POOL
+  drain-POOL          N preloaded no-op tasks through ``celery worker -P POOL``; tasks/s, CPU s,
+                      peak RSS; also the same worker on memory:// (Celery's own ceiling)
+  drain-raw           N messages pulled and acked by the raw client (the Pub/Sub ceiling)
+  drain               every drain-POOL and drain-raw
   latency             idle worker, one task every 100 ms; publish→task-start p50/p99
   countdown-lateness  idle worker, 50 tasks with countdown=5; start − ETA p50/p99/max, early runs
   countdown-memory    worker RSS idle and with 10,000 pulled tasks whose countdown is an hour away
   countdown           both countdown scenarios
+  crash               acks_late task, worker SIGKILLed mid-task; seconds until a fresh worker starts it
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import countdown, gcpubsub_compat, report, scenarios
+from . import countdown, crash, gcpubsub_compat, report, scenarios, targets
 from .emulator import Emulator
 from .pubsub_raw import Raw
-from .systems import ENQUEUE_MODES, SYSTEMS, Settings
+from .systems import CEILING, ENQUEUE_MODES, SYSTEMS, Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -42,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, 1 repeat: every scenario in about a minute and a half")
+                        help="tiny sizes, 1 repeat, short crash cap: every scenario in about two minutes")
     parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
                         help="run only these scenarios: enqueue, drain, drain-prefork, drain-threads, "
-                             "latency, countdown, countdown-lateness, countdown-memory")
+                             "drain-raw, latency, countdown, countdown-lateness, countdown-memory, crash")
     parser.add_argument("--systems", default="kombu_pubsub,gcpubsub",
                         help="comma-separated: kombu_pubsub, gcpubsub (enqueue raw rows always run)")
     parser.add_argument("--repeats", type=int)
@@ -55,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--countdown-count", type=int, help="countdown lateness: tasks sent (default 50)")
     parser.add_argument("--pending-n", type=int,
                         help="countdown memory: tasks pending in the worker (default 10000)")
+    parser.add_argument("--crash-cap", type=float,
+                        help="crash redelivery: give up this many seconds after the kill (default 300)")
     parser.add_argument("--pools", type=parse_pools, metavar="POOL:C,...",
                         help="worker pools for drain (default prefork:2,threads:8); "
                              "latency uses the first")
@@ -71,19 +76,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         "repeats": args.repeats, "enqueue_n": args.enqueue_n, "drain_n": args.drain_n,
         "latency_count": args.latency_count, "pools": args.pools, "worker_loglevel": args.worker_loglevel,
-        "countdown_count": args.countdown_count, "pending_n": args.pending_n,
+        "countdown_count": args.countdown_count, "pending_n": args.pending_n, "crash_cap": args.crash_cap,
     }
     return Settings(**{**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def selected(only: list[str]) -> set[str]:
     tokens = {token.strip() for item in only for token in item.split(",") if token.strip()}
-    known = {"enqueue", "drain", "latency", "countdown"}
+    known = {"enqueue", "drain", "latency", "countdown", "crash"}
     for token in tokens:
         if token.split("-")[0] not in known or \
                 (token.startswith("countdown-") and token not in {"countdown-lateness", "countdown-memory"}):
-            raise SystemExit(f"unknown scenario {token!r}; expected enqueue, drain, drain-POOL, latency, "
-                             "countdown, countdown-lateness or countdown-memory")
+            raise SystemExit(f"unknown scenario {token!r}; expected enqueue, drain, drain-POOL, drain-raw, "
+                             "latency, countdown, countdown-lateness, countdown-memory or crash")
     return tokens or known
 
 
@@ -94,6 +99,7 @@ def wants(tokens: set[str], scenario: str) -> bool:
 def run(settings: Settings, tokens: set[str], workdir: Path,
         system_keys: set[str]) -> tuple[list[scenarios.Measurement], dict]:
     placeholder = gcpubsub_compat.ensure_importable()
+    load_before = report.load_average()
     run_id = secrets.token_hex(3)
     measurements: list[scenarios.Measurement] = []
     started = time.monotonic()
@@ -120,16 +126,22 @@ def run(settings: Settings, tokens: set[str], workdir: Path,
                     _log(f"repeat {repeat}: latency reference, raw client")
                     measurements.append(scenarios.latency_floor(ctx, repeat))
                     _report_last(measurements[-1:])
+                if wants(tokens, "drain-raw"):
+                    _log(f"repeat {repeat}: drain, raw client")
+                    measurements.append(scenarios.drain_raw(ctx, repeat))
+                    _report_last(measurements[-1:])
                 for index, (pool, concurrency) in enumerate(settings.pools):
                     drain = wants(tokens, f"drain-{pool}")
                     latency = index == 0 and wants(tokens, "latency")
                     if not drain and not latency:
                         continue
-                    for system in systems:
+                    # The ceiling only drains: its worker publishes to itself, nothing else reaches it.
+                    for system in systems + ((CEILING,) if drain else ()):
+                        with_latency = latency and system is not CEILING
                         _log(f"repeat {repeat}: worker {pool} -c {concurrency} {system.key}"
-                             f"{' drain' if drain else ''}{' latency' if latency else ''}")
+                             f"{' drain' if drain else ''}{' latency' if with_latency else ''}")
                         done = scenarios.worker_session(ctx, system, pool, concurrency, repeat,
-                                                        drain, latency)
+                                                        drain, with_latency)
                         measurements.extend(done)
                         _report_last(done)
                 for system in systems:
@@ -141,11 +153,18 @@ def run(settings: Settings, tokens: set[str], workdir: Path,
                         _log(f"repeat {repeat}: countdown memory {system.key}")
                         measurements.append(countdown.countdown_memory(ctx, system, repeat))
                         _report_last(measurements[-1:])
+                    if wants(tokens, "crash"):
+                        _log(f"repeat {repeat}: crash redelivery {system.key} "
+                             f"(gives up {settings.crash_cap:g}s after the kill)")
+                        measurements.append(crash.crash_redelivery(ctx, system, repeat))
+                        _report_last(measurements[-1:])
         finally:
             ctx.settle()
             raw.close()
         meta = report.environment(emulator.host, emulator.owned, placeholder)
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    # Other work on the machine skews every figure: say how busy it was.
+    meta["load_before"], meta["load_after"] = load_before, report.load_average()
     return measurements, meta
 
 
@@ -186,10 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = report.summarize(measurements)
     git = report.git_info()
     header = {"date": report.now_iso(), "git": git, "repeats": settings.repeats, "smoke": args.smoke, **meta}
-    table = report.markdown(rows, header)
+    goals = targets.targets(rows)
+    table = report.markdown(rows, header, goals)
     report.write_json(output, {
         "date": header["date"], "git": git, "smoke": args.smoke, "scenarios": sorted(tokens),
-        "settings": settings.to_json(), "environment": meta, "summary": rows,
+        "settings": settings.to_json(), "environment": meta, "summary": rows, "targets": goals,
         "measurements": [m.__dict__ for m in measurements], "markdown": table,
     })
     print(table)

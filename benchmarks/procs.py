@@ -23,8 +23,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0, whole_group: bool = False) -> None:
-    """Stop `proc`: SIGTERM, wait up to `grace` s, then SIGKILL its process group. Never raises.
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0, whole_group: bool = False,
+                 sig: int = signal.SIGTERM) -> None:
+    """Stop `proc`: `sig` (SIGTERM), wait up to `grace` s, then SIGKILL its process group. Never raises.
 
     Every child here is started with start_new_session=True, so its pid is its
     process group id. SIGTERM goes to the leader only (a Celery worker then does
@@ -33,10 +34,10 @@ def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0, whole_group: 
     """
     if proc.poll() is None:
         if whole_group:
-            _signal_group(proc, signal.SIGTERM)
+            _signal_group(proc, sig)
         else:
             try:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(sig)
             except ProcessLookupError:
                 pass
         try:
@@ -132,3 +133,25 @@ def child_pids(pid: int) -> list[int]:
             if ppid == pid:
                 children.add(int(entry))
     return sorted(children)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a live process used so far (/proc/PID/stat); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # pid (comm) state ppid ... utime stime: fields 14 and 15, counted after the last ')'.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of `pid` plus its live direct children (a worker and its pool); None if gone."""
+    main = cpu_seconds(pid)
+    if main is None:
+        return None
+    return main + sum(cpu_seconds(child) or 0.0 for child in child_pids(pid))

@@ -13,12 +13,18 @@ countdown COUNT SECONDS INTERVAL
                             warm-up countdown.delay() (no ETA), then COUNT
                             countdown.apply_async(countdown=SECONDS) calls INTERVAL s apart
                             (INTERVAL 0: back to back)
+hold                        one bench.hold task (crash redelivery)
+drain-raw SUBSCRIPTION N    no Celery: pull (up to 1,000 a pull) and ack in batches on a second
+                            thread until N messages are acked; the Pub/Sub drain ceiling
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
+import resource
+import threading
 import time
 from typing import Any
 
@@ -129,6 +135,70 @@ def countdown(count: int, seconds: float, interval: float, warmup: int) -> dict[
             "end_wall": time.time()}
 
 
+def hold() -> dict[str, Any]:
+    from .bench_app import hold as hold_task
+
+    hold_task.delay()
+    time.sleep(LINGER)  # not an exit-loss test: let fire-and-forget publishers flush
+    return {"sent": 1, "end_wall": time.time()}
+
+
+def drain_raw(subscription: str, n: int) -> dict[str, Any]:
+    """Pull and ack N messages with google-cloud-pubsub alone: what any Pub/Sub consumer can reach.
+
+    The main thread keeps pulling (1,000 at most, the API's cap per pull); an
+    acker thread sends whatever ack ids piled up meanwhile in one request
+    (at most 2,500 ids each), so pulls and acks overlap as in a transport.
+    Timed from the first pull to the last ack's response.
+    """
+    from google.cloud import pubsub_v1
+
+    client = pubsub_v1.SubscriberClient()
+    pending: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+    acked = [0]
+
+    def ack_loop() -> None:
+        while True:
+            first = pending.get()
+            if first is None:
+                return
+            ids, stop = list(first), False
+            while len(ids) < 2500:
+                try:
+                    more = pending.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                ids.extend(more)
+            for start in range(0, len(ids), 2500):
+                client.acknowledge(request={"subscription": subscription, "ack_ids": ids[start:start + 2500]},
+                                   timeout=30)
+            acked[0] += len(ids)
+            if stop:
+                return
+
+    acker = threading.Thread(target=ack_loop, name="bench-raw-acker", daemon=True)
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    acker.start()
+    seen: set[str] = set()
+    while len(seen) < n and time.perf_counter() - start < 120:
+        response = client.pull(request={"subscription": subscription, "max_messages": 1000}, timeout=30)
+        received = list(response.received_messages)
+        seen.update(item.message.message_id for item in received)
+        if received:
+            pending.put([item.ack_id for item in received])
+    pending.put(None)
+    acker.join(60)
+    seconds = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return {"received": len(seen), "acked": acked[0], "seconds": seconds, "cpu_s": cpu,
+            "max_rss_kib": cpu_after.ru_maxrss}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.producer")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -147,6 +217,10 @@ def main(argv: list[str] | None = None) -> None:
     cd.add_argument("seconds", type=float)
     cd.add_argument("interval", type=float)
     cd.add_argument("--warmup", type=int, default=3)
+    sub.add_parser("hold")
+    raw_drain = sub.add_parser("drain-raw")
+    raw_drain.add_argument("subscription")
+    raw_drain.add_argument("n", type=int)
     args = parser.parse_args(argv)
 
     if args.mode == "enqueue-celery":
@@ -159,6 +233,10 @@ def main(argv: list[str] | None = None) -> None:
         result = preload(args.n)
     elif args.mode == "countdown":
         result = countdown(args.count, args.seconds, args.interval, args.warmup)
+    elif args.mode == "hold":
+        result = hold()
+    elif args.mode == "drain-raw":
+        result = drain_raw(args.subscription, args.n)
     else:
         result = latency(args.count, args.interval, args.warmup)
     print(json.dumps(result), flush=True)

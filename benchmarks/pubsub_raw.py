@@ -117,6 +117,11 @@ class Raw:
         GapicPublisher.publish(self.publisher, request={"topic": topic_path, "messages": [{"data": data}]},
                                timeout=RPC_TIMEOUT)
 
+    def preload(self, topic_path: str, n: int, size: int = 800) -> int:
+        """Publish `n` messages of `size` bytes through the client's batcher; return how many got in."""
+        futures = [self.publisher.publish(topic_path, b"x" * size) for _ in range(n)]
+        return sum(1 for future in futures if future.result(timeout=RPC_TIMEOUT))
+
     def warm_up(self, project: str, n: int = 2000) -> None:
         """Exercise create/publish/pull/ack/delete so the emulator's JVM is warm (untimed).
 

@@ -15,12 +15,13 @@ from typing import Any
 from .procs import REPO_ROOT
 from .scenarios import Measurement
 from .stats import summary
-from .systems import GCPUBSUB, KOMBU_PUBSUB
+from .systems import CELERY_MEMORY, GCPUBSUB, KOMBU_PUBSUB
 
 #: Figures shown in the table per scenario kind: (key, unit, higher is better).
 HEADLINE = {
     "enqueue": [("calls_per_s", "calls/s", True)],
     "drain": [("tasks_per_s", "tasks/s", True)],
+    "crash redelivery": [("redelivery_s", "s", False)],
     "idle latency": [("p50_ms", "ms p50", False), ("p99_ms", "ms p99", False)],
     "countdown lateness": [("p50_ms", "ms p50", False), ("p99_ms", "ms p99", False),
                            ("max_ms", "ms max", False)],
@@ -39,6 +40,11 @@ def git_info() -> dict[str, Any]:
             return ""
     return {"rev": run("rev-parse", "--short", "HEAD") or "unknown",
             "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (as ``uptime`` shows them)."""
+    return [round(load, 2) for load in os.getloadavg()]
 
 
 def environment(emulator_host: str, emulator_owned: bool, placeholder: bool) -> dict[str, Any]:
@@ -60,7 +66,7 @@ def environment(emulator_host: str, emulator_owned: bool, placeholder: bool) -> 
     }
 
 
-def _kind(scenario: str) -> str:
+def kind_of(scenario: str) -> str:
     return next((kind for kind in HEADLINE if scenario.startswith(kind)), scenario)
 
 
@@ -75,12 +81,15 @@ def summarize(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
         figures = {key: summary([m.figures[key] for m in group
                                  if m.error is None and isinstance(m.figures.get(key), int | float)])
                    for key in keys}
-        rows.append({
+        row = {
             "scenario": scenario, "label": label, "system": group[0].system, "key": group[0].key,
             "baseline": group[0].baseline, "repeats": len(group),
             "errors": [m.error for m in group if m.error],
             "figures": {key: value for key, value in figures.items() if value is not None},
-        })
+        }
+        if any("over_cap" in m.figures for m in group):
+            row["over_cap_repeats"] = sum(1 for m in group if m.error is None and m.figures.get("over_cap"))
+        rows.append(row)
     return rows
 
 
@@ -92,7 +101,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     if value >= 10:
@@ -104,28 +113,42 @@ def _cell(fig: dict[str, float] | None, unit: str) -> str:
     if not fig:
         return "—"
     if fig["n"] == 1:
-        return f"{_fmt(fig['median'])} {unit}"
-    return f"{_fmt(fig['median'])} {unit} ({_fmt(fig['min'])}–{_fmt(fig['max'])})"
+        return f"{fmt(fig['median'])} {unit}"
+    return f"{fmt(fig['median'])} {unit} ({fmt(fig['min'])}–{fmt(fig['max'])})"
 
 
-def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any]) -> str:
-    """The README table: system, scenario, figure, ratio kombu_pubsub/gcpubsub."""
+def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any],
+             target_rows: Sequence[dict[str, str]] = ()) -> str:
+    """The README tables: targets met/missed, then system, scenario, figure, ratio kombu_pubsub/gcpubsub."""
+    load = header.get("load_before"), header.get("load_after")
     lines = [
         f"Benchmark {header['date']} at `{header['git']['rev']}`"
         f"{' (uncommitted changes)' if header['git']['dirty'] else ''}; "
         f"{header['repeats']} repeat(s), median (min–max); Pub/Sub emulator, {header['cpus']} CPUs; "
         f"celery {header['celery']}, kombu {header['kombu']}."
+        + (f" Load average (1/5/15 min) {_load(load[0])} before, {_load(load[1])} after."
+           if all(load) else "")
         + (" **Smoke run: sizes far too small for meaningful figures.**" if header.get("smoke") else ""),
         "",
+    ]
+    if target_rows:
+        lines.extend(["| Issue-6 target | Where we stand | |", "| --- | --- | --- |"])
+        lines.extend(f"| {t['target']} | {t['measured']} | {t['status']} |" for t in target_rows)
+        lines.extend(["", "Targets on ratios are judged on medians; losses, memory and crash "
+                      "redelivery on the worst repeat.", ""])
+    lines.extend([
         "| System | Scenario | Figure | kombu_pubsub / gcpubsub |",
         "| --- | --- | --- | --- |",
-    ]
+    ])
     notes = []
     baselines = {row["scenario"]: row for row in rows if row["baseline"]}
     for row in rows:
-        kind = _kind(row["scenario"])
-        parts, ratios = [], []
-        for key, unit, _higher in HEADLINE.get(kind, []):
+        kind = kind_of(row["scenario"])
+        if kind == "crash redelivery":
+            parts, ratios = _crash_parts(row, baselines.get(row["scenario"]))
+        else:
+            parts, ratios = [], []
+        for key, unit, _higher in HEADLINE.get(kind, []) if kind != "crash redelivery" else []:
             fig = row["figures"].get(key)
             parts.append(_cell(fig, unit))
             base = baselines.get(row["scenario"], {}).get("figures", {}).get(key)
@@ -133,6 +156,8 @@ def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any]) -> str:
                 ratios.append(f"{fig['median'] / base['median']:.2f}×")
             elif row["system"] == GCPUBSUB:
                 ratios.append("1 (reference)")
+        if kind == "drain":
+            parts.extend(_drain_parts(row, rows))
         if kind == "enqueue" and "arrived" in row["figures"]:
             arrived, sent = row["figures"]["arrived"], row["figures"].get("sent")
             worst = int(arrived["min"])
@@ -153,6 +178,65 @@ def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any]) -> str:
     for note in notes:
         lines.append(f"- {note}")
     return "\n".join(lines)
+
+
+def _load(load: list[float]) -> str:
+    return " / ".join(f"{value:.2f}" for value in load)
+
+
+def ceiling_row(row: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Celery-ceiling (memory://) row of the same drain scenario as `row`."""
+    return next((other for other in rows if other["scenario"] == row["scenario"]
+                 and other["system"] == CELERY_MEMORY), None)
+
+
+def median(row: dict[str, Any] | None, key: str) -> float | None:
+    fig = row["figures"].get(key) if row else None
+    return fig["median"] if fig else None
+
+
+def _drain_parts(row: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """CPU seconds, peak RSS and, for the transports, the share of Celery's own ceiling."""
+    figures = row["figures"]
+    parts = []
+    if "cpu_s" in figures:
+        per_task = figures.get("cpu_ms_per_task")
+        parts.append(_cell(figures["cpu_s"], "CPU s")
+                     + (f", {fmt(per_task['median'])} ms/task" if per_task else ""))
+    if "peak_rss_mib" in figures:
+        parts.append(_cell(figures["peak_rss_mib"], "MiB peak RSS"))
+    rate, ceiling = median(row, "tasks_per_s"), median(ceiling_row(row, rows), "tasks_per_s")
+    if row["system"] in (KOMBU_PUBSUB, GCPUBSUB) and rate and ceiling:
+        parts.append(f"{rate / ceiling:.0%} of Celery's ceiling")
+    return parts
+
+
+def _crash_parts(row: dict[str, Any], base: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+    """Seconds from the kill to the task's restart; '> CAP s' for repeats that gave up."""
+    figures = row["figures"]
+    over = over_cap_count(row)
+    cap = figures.get("cap_s", {}).get("max", 0.0)
+    parts = []
+    if "redelivery_s" in figures:
+        parts.append(_cell(figures["redelivery_s"], "s"))
+    if over:
+        parts.append(f"> {cap:g} s in {over}/{row['repeats']} repeat(s) (gave up)")
+    ratios = []
+    if row["system"] == GCPUBSUB:
+        ratios.append("1 (reference)")
+    elif row["system"] == KOMBU_PUBSUB and base and "redelivery_s" in figures:
+        ours = figures["redelivery_s"]["median"]
+        theirs = median(base, "redelivery_s")
+        if theirs and not over_cap_count(base):
+            ratios.append(f"{ours / theirs:.2f}×")
+        elif cap:
+            ratios.append(f"< {ours / cap:.2f}×")
+    return parts, ratios
+
+
+def over_cap_count(row: dict[str, Any]) -> int:
+    """Repeats of a crash row that gave up at the cap."""
+    return int(row.get("over_cap_repeats", 0))
 
 
 def _countdown_parts(kind: str, row: dict[str, Any]) -> list[str]:
@@ -204,3 +288,4 @@ def _enqueue_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+

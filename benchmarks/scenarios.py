@@ -16,7 +16,7 @@ from typing import Any
 from .procs import child_env, run_python_module
 from .pubsub_raw import Raw
 from .stats import percentile
-from .systems import GCPUBSUB, KOMBU_PUBSUB, QUEUE, EnqueueMode, Settings, System
+from .systems import CELERY_MEMORY, GCPUBSUB, KOMBU_PUBSUB, QUEUE, EnqueueMode, Settings, System
 from .worker import Worker, WorkerFailed
 
 
@@ -106,32 +106,29 @@ def enqueue(ctx: Context, mode: EnqueueMode, repeat: int) -> Measurement:
 
 def worker_session(ctx: Context, system: System, pool: str, concurrency: int, repeat: int,
                    drain: bool, latency: bool) -> list[Measurement]:
-    """One worker: optionally drain a preloaded backlog, then optionally measure idle latency."""
+    """One worker: optionally drain a preloaded backlog, then optionally measure idle latency.
+
+    The Celery ceiling (memory://) drains only: its worker publishes the backlog itself.
+    """
     settings = ctx.settings
     tag = f"{pool[:2]}{concurrency}"
     project = ctx.project(system.short, tag, repeat)
     pool_label = f"{pool} -c {concurrency}"
-    drain_m = Measurement(f"drain {pool_label}", system.key, system.key, repeat, project, system.short,
+    drain_m = Measurement(f"drain {pool_label}", system.key, system.name, repeat, project, system.short,
                           baseline=system.key == GCPUBSUB)
-    latency_m = Measurement(f"idle latency ({pool_label})", system.key, system.key, repeat, project,
+    latency_m = Measurement(f"idle latency ({pool_label})", system.key, system.name, repeat, project,
                             system.short, baseline=system.key == GCPUBSUB)
     wanted = ([drain_m] if drain else []) + ([latency_m] if latency else [])
-    # kombu_pubsub preloads with fast_publish (and flushes at exit); gcpubsub as it is.
-    preload_options = {"fast_publish": True} if system.key == KOMBU_PUBSUB else {}
     env = system.env(project)
     current = wanted[0]
     try:
         expected = 0
-        if drain:
-            count_sub = ctx.raw.ensure_count_subscription(project, system.topic())
-            log = ctx.workdir / f"{project}.preload.log"
-            out = run_python_module("benchmarks.producer", ["preload", str(settings.drain_n)],
-                                    child_env(system.env(project, preload_options)),
-                                    timeout=60 + settings.drain_n / 20, log_path=log)
-            expected = ctx.raw.wait_count(count_sub, out["sent"], limit=30.0)
-            drain_m.figures.update({"preloaded": out["sent"], "arrived": expected})
-            if expected == 0:
-                raise WorkerFailed("no preloaded message arrived")
+        if drain and system.key == CELERY_MEMORY:
+            expected = settings.drain_n
+            env = system.env(project, {"polling_interval": settings.ceiling_polling_interval})
+            env["BENCH_SELF_PUBLISH"] = str(expected)
+        elif drain:
+            expected = _preload(ctx, system, project, drain_m)
         worker = Worker(ctx.workdir, f"{project}-worker", env, QUEUE, pool, concurrency,
                         settings.worker_loglevel, settings.stop_grace)
         ctx.settle()  # the previous worker is gone before this one starts
@@ -140,16 +137,8 @@ def worker_session(ctx: Context, system: System, pool: str, concurrency: int, re
             ready = worker.wait_ready()
             startup = ready - worker.started_wall
             if drain:
-                rows = worker.wait_records(expected, timeout=max(60.0, expected / 50), stall=30.0)
-                done = sorted(row[0] for row in rows)
-                last = done[expected - 1]
-                drain_m.figures.update({
-                    "tasks_per_s": expected / (last - ready),
-                    "seconds": last - ready,
-                    "first_task_s": done[0] - ready,
-                    "duplicates": len(rows) - expected,
-                    "startup_s": startup,
-                })
+                drain_m.figures.update(_drain(worker, ready, expected))
+                drain_m.figures["startup_s"] = startup
             if latency:
                 current = latency_m
                 latency_m.figures.update(_latency(ctx, worker, system, project))
@@ -168,6 +157,77 @@ def worker_session(ctx: Context, system: System, pool: str, concurrency: int, re
         if project:
             ctx.raw.delete_project(project)
     return wanted
+
+
+def _preload(ctx: Context, system: System, project: str, drain_m: Measurement) -> int:
+    """Enqueue the drain backlog (untimed) and wait until it is on the topic; return its size.
+
+    kombu_pubsub preloads with fast_publish (flushed at exit); gcpubsub as it is.
+    """
+    n = ctx.settings.drain_n
+    count_sub = ctx.raw.ensure_count_subscription(project, system.topic())
+    options = {"fast_publish": True} if system.key == KOMBU_PUBSUB else {}
+    out = run_python_module("benchmarks.producer", ["preload", str(n)],
+                            child_env(system.env(project, options)),
+                            timeout=60 + n / 20, log_path=ctx.workdir / f"{project}.preload.log")
+    expected = ctx.raw.wait_count(count_sub, out["sent"], limit=30.0)
+    drain_m.figures.update({"preloaded": out["sent"], "arrived": expected})
+    if expected == 0:
+        raise WorkerFailed("no preloaded message arrived")
+    return expected
+
+
+def _drain(worker: Worker, ready: float, expected: int) -> dict[str, Any]:
+    """Wait for the backlog to be done; rate, CPU and memory of the worker (main + pool)."""
+    rows = worker.wait_records(expected, timeout=max(60.0, expected / 50), stall=30.0)
+    cpu = worker.cpu_seconds()
+    memory = worker.memory_kib()
+    done = sorted(row[0] for row in rows)
+    last = done[expected - 1]
+    figures: dict[str, Any] = {
+        "tasks_per_s": expected / (last - ready),
+        "seconds": last - ready,
+        "first_task_s": done[0] - ready,
+        "duplicates": len(rows) - expected,
+    }
+    if cpu is not None:
+        # From the ready signal to the moment the last task was seen (≤ 50 ms later, idle).
+        figures["cpu_s"] = cpu - worker.ready_cpu
+        figures["cpu_ms_per_task"] = 1000 * figures["cpu_s"] / expected
+    if memory is not None:
+        # Peak RSS per process (VmHWM), summed over the main process and its pool children.
+        figures["peak_rss_mib"] = (memory["main_hwm"] + memory["children_hwm"]) / 1024
+        figures["peak_main_mib"] = memory["main_hwm"] / 1024
+    return figures
+
+
+def drain_raw(ctx: Context, repeat: int) -> Measurement:
+    """The Pub/Sub drain ceiling: N preloaded messages pulled and acked by the raw client alone."""
+    project = ctx.project("raw", "drn", repeat)
+    result = Measurement("drain (raw client)", "raw", "raw client: pull + batched ack (Pub/Sub ceiling)",
+                         repeat, project, "rd")
+    n = ctx.settings.drain_n
+    ctx.settle()
+    try:
+        subscription = ctx.raw.ensure_count_subscription(project, QUEUE)
+        accepted = ctx.raw.preload(f"projects/{project}/topics/{QUEUE}", n)
+        out = run_python_module("benchmarks.producer", ["drain-raw", subscription, str(accepted)],
+                                child_env(), timeout=180, log_path=ctx.workdir / f"{project}.drain.log")
+        if out["acked"] < accepted:
+            raise RuntimeError(f"only {out['acked']}/{accepted} messages acked")
+        result.figures = {
+            "tasks_per_s": accepted / out["seconds"],
+            "seconds": out["seconds"],
+            "preloaded": accepted,
+            "cpu_s": out["cpu_s"],
+            "cpu_ms_per_task": 1000 * out["cpu_s"] / accepted,
+            "peak_rss_mib": out["max_rss_kib"] / 1024,
+        }
+    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        ctx.raw.delete_project(project)
+    return result
 
 
 def latency_floor(ctx: Context, repeat: int) -> Measurement:

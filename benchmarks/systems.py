@@ -1,4 +1,4 @@
-"""What is compared: the two transports, the enqueue modes, and the run settings."""
+"""What is compared: the two transports, Celery's own ceiling, the enqueue modes, the run settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 
 KOMBU_PUBSUB = "kombu_pubsub"
 GCPUBSUB = "gcpubsub"
+#: Celery's own ceiling: the same worker on Kombu's in-memory transport (drain only).
+CELERY_MEMORY = "celery_memory"
 QUEUE = "bench"
 
 
@@ -14,13 +16,20 @@ QUEUE = "bench"
 class System:
     """One transport under test."""
 
-    key: str  # KOMBU_PUBSUB or GCPUBSUB
+    key: str  # KOMBU_PUBSUB, GCPUBSUB or CELERY_MEMORY
     short: str  # used in project ids
+    label: str = ""  # shown in the table instead of the key
 
     def broker_url(self, project: str) -> str:
         if self.key == KOMBU_PUBSUB:
             return f"pubsub://{project}"
+        if self.key == CELERY_MEMORY:
+            return "memory://"  # its queues live in the worker process: no project
         return f"gcpubsub://projects/{project}"
+
+    @property
+    def name(self) -> str:
+        return self.label or self.key
 
     def env(self, project: str, transport_options: dict[str, object] | None = None) -> dict[str, str]:
         """Environment for bench_app in a child process."""
@@ -42,6 +51,8 @@ class System:
 
 
 SYSTEMS = (System(KOMBU_PUBSUB, "kp"), System(GCPUBSUB, "gc"))
+#: The drain worker on memory://, fed in-process (BENCH_SELF_PUBLISH): what Celery itself can do.
+CEILING = System(CELERY_MEMORY, "mem", "Celery ceiling (memory://, published in-process)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,15 +98,26 @@ class Settings:
     pending_wait: float = 90.0  # longest wait, after the last send, for the worker to settle
     pending_steady: float = 5.0  # settled: nothing left to pull and RSS/received unchanged this long
     countdown_pool: tuple[str, int] = ("prefork", 2)
+    # Celery ceiling: Kombu's memory transport sleeps polling_interval (default 1 s) whenever
+    # Celery's prefetch window is full, which caps threads -c 8 at ~32 tasks/s; 1 ms removes
+    # that stall without a busy loop stealing a core from the pool (see the README).
+    ceiling_polling_interval: float = 0.001
+    # crash redelivery: a task runs CRASH_AFTER s on an acks_late worker, which is then SIGKILLed
+    # with its pool; a fresh worker starts at once; give up CRASH_CAP s after the kill
+    crash_pool: tuple[str, int] = ("prefork", 2)
+    crash_after: float = 1.0
+    crash_cap: float = 300.0
+    crash_hold: float = 3600.0  # how long the task would run on the killed worker
 
     @classmethod
     def smoke(cls) -> Settings:
         return cls(repeats=1, enqueue_n=20, drain_n=20, latency_count=10, stop_grace=3.0,
                    countdown_count=5, countdown_seconds=3.0, pending_n=200, pending_wait=30.0,
-                   pending_steady=3.0)
+                   pending_steady=3.0, crash_after=0.2, crash_cap=3.0)
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
         data["pools"] = [f"{pool} -c {concurrency}" for pool, concurrency in self.pools]
         data["countdown_pool"] = "{} -c {}".format(*self.countdown_pool)
+        data["crash_pool"] = "{} -c {}".format(*self.crash_pool)
         return data

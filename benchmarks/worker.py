@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .procs import REPO_ROOT, child_env, child_pids, status_kib, stop_process, tail
+from .procs import REPO_ROOT, child_env, child_pids, status_kib, stop_process, tail, tree_cpu_seconds
 
 READY_TIMEOUT = 60.0
 
@@ -40,6 +41,7 @@ class Worker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop_grace = stop_grace
         self.started_wall = 0.0
+        self.ready_cpu = 0.0  # CPU seconds of the worker and its pool at ready (from the ready file)
         self.stop_seconds: float | None = None
 
     def __enter__(self) -> Worker:
@@ -68,6 +70,17 @@ class Worker:
             self._proc = None
         return time.monotonic() - start
 
+    def kill(self) -> float:
+        """SIGKILL the worker and its pool at once (a crash: nothing is acked or released).
+
+        Returns the wall-clock time of the kill.
+        """
+        killed = time.time()
+        if self._proc is not None:
+            stop_process(self._proc, grace=0.0, whole_group=True, sig=signal.SIGKILL)
+            self._proc = None
+        return killed
+
     def stop_in_background(self) -> threading.Thread:
         """Start stop() on a thread (the shutdown is mostly waiting); join it before timing anything."""
         thread = threading.Thread(target=self._timed_stop, name=f"stop-{self.name}", daemon=True)
@@ -92,7 +105,9 @@ class Worker:
             except FileNotFoundError:
                 text = ""
             if text:
-                return float(text)
+                ready, _, cpu = text.partition(" ")
+                self.ready_cpu = float(cpu or 0.0)
+                return float(ready)
             time.sleep(0.05)
         raise WorkerFailed(f"worker not ready within {timeout:.0f}s; log {self.log_file} tail:\n"
                            f"{tail(self.log_file)}")
@@ -103,7 +118,7 @@ class Worker:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def memory_kib(self) -> dict[str, int] | None:
-        """VmRSS of the main process, its peak (VmHWM) and the summed VmRSS of its children, KiB.
+        """VmRSS and peak (VmHWM) of the main process and the sums over its children, KiB.
 
         None once the worker is gone. Children are the pool processes (prefork).
         """
@@ -113,9 +128,17 @@ class Worker:
         main, peak = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
         if main is None or peak is None:
             return None
-        children = [status_kib(child, "VmRSS") for child in child_pids(pid)]
+        kids = child_pids(pid)
+        children = [status_kib(child, "VmRSS") for child in kids]
+        children_hwm = [status_kib(child, "VmHWM") for child in kids]
         return {"main": main, "main_hwm": peak, "children": sum(kib for kib in children if kib),
+                "children_hwm": sum(kib for kib in children_hwm if kib),
                 "processes": 1 + sum(1 for kib in children if kib)}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the worker's main process and its live pool children used so far."""
+        pid = self.pid
+        return tree_cpu_seconds(pid) if pid is not None else None
 
     def received(self) -> int:
         """Task messages Celery received so far (needs count_received=True)."""

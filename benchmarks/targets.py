@@ -1,0 +1,143 @@
+"""Issue 6's targets, each judged from the summary rows: met, missed, or not measured.
+
+Apart from report.py because the targets are a policy (thresholds, which repeat
+counts) while report.py only formats what was measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .report import ceiling_row, fmt, kind_of, median, over_cap_count
+from .systems import GCPUBSUB, KOMBU_PUBSUB
+
+DRAIN_RATIO = 1.5  # kombu_pubsub's drain rate against gcpubsub's, at least
+LATENCY_RATIO = 0.5  # kombu_pubsub's idle p50 against gcpubsub's, at most
+AWAITED_SHARE = 0.6  # awaited delay() against the raw client's one Publish RPC per message, at least
+MEMORY_FLAT_MIB = 2.0  # main RSS growth with every countdown pending, at most (gcpubsub: ~90 MiB)
+CRASH_SECONDS = 60.0  # kill → the task starts again on a fresh worker, at most
+
+Row = dict[str, Any]
+Add = Callable[[str, "str | None", bool], None]
+
+
+def targets(rows: Sequence[Row]) -> list[dict[str, str]]:
+    """Each target with the figures behind it and 'met' / '**missed**' / 'not measured'.
+
+    Ratios are judged on medians; losses, memory growth and crash redelivery on the worst repeat.
+    """
+    found: list[dict[str, str]] = []
+
+    def add(target: str, measured: str | None, met: bool) -> None:
+        status = "not measured" if measured is None else "met" if met else "**missed**"
+        found.append({"target": target, "measured": measured or "—", "status": status})
+
+    _drain(rows, add)
+    _latency(rows, add)
+    _enqueue(rows, add)
+    _memory(rows, add)
+    _crash(rows, add)
+    return found
+
+
+def _find(rows: Sequence[Row], kind: str, system: str | None = None, key: str | None = None,
+          scenario: str | None = None) -> Row | None:
+    return next((row for row in rows if kind_of(row["scenario"]) == kind
+                 and (system is None or row["system"] == system) and (key is None or row["key"] == key)
+                 and (scenario is None or row["scenario"] == scenario)), None)
+
+
+def _drain(rows: Sequence[Row], add: Add) -> None:
+    for row in rows:
+        if kind_of(row["scenario"]) != "drain" or row["system"] != KOMBU_PUBSUB:
+            continue
+        base = _find(rows, "drain", GCPUBSUB, scenario=row["scenario"])
+        ours, theirs = median(row, "tasks_per_s"), median(base, "tasks_per_s")
+        top = median(ceiling_row(row, rows), "tasks_per_s")
+        measured = None
+        if ours and theirs:
+            measured = f"{ours / theirs:.2f}× ({fmt(ours)} vs {fmt(theirs)} tasks/s)"
+            if top:
+                measured += (f"; Celery's ceiling {fmt(top)} tasks/s: kombu_pubsub reaches {ours / top:.0%}, "
+                             f"gcpubsub {theirs / top:.0%}")
+        add(f"{row['scenario']}: ≥ {DRAIN_RATIO:g}× gcpubsub (and share of Celery's ceiling)", measured,
+            bool(ours and theirs and ours >= DRAIN_RATIO * theirs))
+
+
+def _latency(rows: Sequence[Row], add: Add) -> None:
+    floor = median(_find(rows, "idle latency", key="rl"), "p50_ms")
+    for row in rows:
+        if not row["scenario"].startswith("idle latency (") or row["system"] != KOMBU_PUBSUB:
+            continue
+        ours = median(row, "p50_ms")
+        theirs = median(_find(rows, "idle latency", GCPUBSUB, scenario=row["scenario"]), "p50_ms")
+        measured = None
+        if ours and theirs:
+            measured = f"{ours / theirs:.2f}× ({fmt(ours)} vs {fmt(theirs)} ms p50)"
+            if floor:
+                measured += (f"; the emulator's own publish → pull p50 is {fmt(floor)} ms "
+                             f"= {floor / theirs:.2f}× gcpubsub")
+        add(f"{row['scenario']}: p50 ≤ {LATENCY_RATIO:g}× gcpubsub", measured,
+            bool(ours and theirs and ours <= LATENCY_RATIO * theirs))
+
+
+def _enqueue(rows: Sequence[Row], add: Add) -> None:
+    ours = median(_find(rows, "enqueue", key="kp"), "calls_per_s")
+    ceiling = median(_find(rows, "enqueue", key="rg"), "calls_per_s")
+    one = median(_find(rows, "enqueue", key="rf"), "calls_per_s")
+    measured = None
+    if ours and ceiling:
+        measured = f"{ours / ceiling:.2f}× ({fmt(ours)} vs {fmt(ceiling)} calls/s: raw, one Publish RPC each)"
+        if one:
+            measured += f"; {ours / one:.2f}× the raw publish().result() loop ({fmt(one)} calls/s)"
+    add(f"awaited enqueue ≥ {AWAITED_SHARE:g}× the raw client's one-at-a-time publish", measured,
+        bool(ours and ceiling and ours >= AWAITED_SHARE * ceiling))
+
+    fast, base = _find(rows, "enqueue", key="kpf"), _find(rows, "enqueue", key="gc")
+    ours, theirs = median(fast, "calls_per_s"), median(base, "calls_per_s")
+    lost, theirs_lost = _worst(fast, "lost_at_exit"), _worst(base, "lost_at_exit")
+    measured = None
+    if ours and theirs and lost is not None:
+        measured = (f"{ours / theirs:.2f}× ({fmt(ours)} vs {fmt(theirs)} calls/s); lost at exit: {lost:.0f}"
+                    f" (gcpubsub: up to {theirs_lost or 0:.0f})")
+    add("fast enqueue ≥ gcpubsub's rate, nothing lost", measured,
+        bool(ours and theirs and ours >= theirs and lost == 0))
+
+
+def _worst(row: Row | None, key: str) -> float | None:
+    fig = row["figures"].get(key) if row else None
+    return fig["max"] if fig else None
+
+
+def _memory(rows: Sequence[Row], add: Add) -> None:
+    row = _find(rows, "countdown memory", KOMBU_PUBSUB)
+    growth, received = _worst(row, "growth_mib"), _worst(row, "received_by_celery")
+    sent = _worst(row, "sent")
+    measured = None
+    if growth is not None:
+        measured = f"{growth:+.2f} MiB (worst repeat); Celery received {received or 0:,.0f}"
+        theirs = median(_find(rows, "countdown memory", GCPUBSUB), "growth_mib")
+        if theirs is not None:
+            measured += f"; gcpubsub {theirs:+.1f} MiB"
+    pending = f"{sent:,.0f}" if sent else "N"
+    add(f"countdown memory flat: main RSS grows ≤ {MEMORY_FLAT_MIB:g} MiB with {pending} pending", measured,
+        growth is not None and growth <= MEMORY_FLAT_MIB and not received)
+
+
+def _crash(rows: Sequence[Row], add: Add) -> None:
+    row, base = _find(rows, "crash redelivery", KOMBU_PUBSUB), _find(rows, "crash redelivery", GCPUBSUB)
+    measured = None
+    met = False
+    if row and row["figures"].get("cap_s"):
+        seconds, cap = row["figures"].get("redelivery_s"), row["figures"]["cap_s"]["max"]
+        over = over_cap_count(row)
+        measured = f"> {cap:g} s in {over} repeat(s)" if over else f"{fmt(seconds['max'])} s worst repeat"
+        if seconds:
+            measured += f" (median {fmt(seconds['median'])} s)"
+        met = not over and seconds is not None and seconds["max"] <= CRASH_SECONDS
+        if base and base["figures"].get("cap_s"):
+            theirs = base["figures"].get("redelivery_s")
+            measured += "; gcpubsub " + (f"> {base['figures']['cap_s']['max']:g} s" if over_cap_count(base)
+                                         else f"{fmt(theirs['median'])} s" if theirs else "—")
+    add(f"crash redelivery ≤ {CRASH_SECONDS:g} s (acks_late, worker SIGKILLed)", measured, met)

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import countdown, crash, gcpubsub_compat, report, scenarios, targets
+from . import chart, countdown, crash, gcpubsub_compat, report, scenarios, targets
 from .emulator import Emulator
 from .pubsub_raw import Raw
 from .systems import CEILING, ENQUEUE_MODES, SYSTEMS, Settings
@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     })
     print(table)
     _log(f"results written to {output} in {meta['elapsed_s']}s")
+    picture = output.with_suffix(".png")
+    if chart.write(rows, header, picture, log=_log):
+        _log(f"chart written to {picture}")
     return 1 if failed else 0
 
 

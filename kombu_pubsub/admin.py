@@ -39,6 +39,8 @@ class SubscriptionInfo:
     path: str
     topic_path: str
     ack_deadline: float
+    #: True when this call created it (so the caller owns it), False when it existed.
+    created: bool = dataclasses.field(default=False, compare=False)
 
 
 class Admin:
@@ -97,7 +99,8 @@ class Admin:
                 created = rpc.call(self._subscriber.create_subscription,
                                    f"creating subscription {path!r}", self._budget, **fields)
                 logger.info("Created subscription %r on %r.", path, topic_path)
-                return SubscriptionInfo(path, topic_path, float(created.ack_deadline_seconds))
+                return SubscriptionInfo(path, topic_path, float(created.ack_deadline_seconds),
+                                        created=True)
             except gexc.AlreadyExists:
                 pass
         try:

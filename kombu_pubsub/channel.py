@@ -112,8 +112,14 @@ class Channel(virtual.Channel):
         temporary = self._is_temporary(queue)
         info = self.connection.admin.ensure_subscription(queue, topic or queue, temporary=temporary)
         self.connection.subscriptions[queue] = info
-        if temporary:
+        if temporary and info.created:
             self._owned[queue] = info
+        elif temporary:
+            # Never delete what another connection made: two workers with one node name
+            # share a mailbox. A killed process's leftover expires after temporary_ttl.
+            logger.warning("Temporary queue %r already existed (another process uses the same "
+                           "name, e.g. two workers with one -n node name, or one was killed); it "
+                           "is left in place when this connection closes.", queue)
         return info
 
     def _is_temporary(self, queue: str) -> bool:
@@ -191,7 +197,20 @@ class Channel(virtual.Channel):
             puller = self._pullers.pop(queue, None)
             if puller is not None:
                 puller.stop()
+                self.transport.retired_pullers.append(puller)
             self._no_ack.discard(queue)
+
+    def stop_pulling(self) -> list[Delivery]:
+        """Stop pulling task queues and return their buffered deliveries (any thread).
+
+        For a worker told to stop: no_ack queues (its remote-control mailbox) keep going.
+        """
+        for queue, puller in list(self._pullers.items()):
+            if queue not in self._no_ack:
+                puller.stop()
+                self.transport.retired_pullers.append(puller)
+        return self.transport.ready.remove(
+            lambda item: item.channel is self and item.queue not in self._no_ack)
 
     def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0,
                   apply_global: bool = False) -> None:
@@ -287,7 +306,10 @@ class Channel(virtual.Channel):
                 self.connection.acker.ack(info.path, item.ack_id)  # not for us: Pub/Sub keeps no copy
                 continue
             payload["properties"]["delivery_tag"] = next(self._tags)
-            payload["redelivered"] = item.delivery_attempt > 1
+            # Celery reads it from delivery_info (Request.delivery_info['redelivered']).
+            redelivered = item.delivery_attempt > 1
+            payload["properties"].setdefault("delivery_info", {})["redelivered"] = redelivered
+            payload["redelivered"] = redelivered
             delivery = Delivery(self, queue, info.path, item.ack_id, payload)
             step = delay.plan(payload, now, item.delivery_attempt, self.options.max_defer_hop)
             if step.action == "deliver":
@@ -355,12 +377,17 @@ class Channel(virtual.Channel):
 
     def release(self, deliveries: list[Delivery]) -> None:
         """Nack deliveries that will not be processed here, so others get them at once."""
+        if deliveries:
+            logger.debug("Released %d message(s) for redelivery elsewhere.", len(deliveries))
+            self.transport.released += len(deliveries)
         for delivery in deliveries:
             self._finish(delivery, ack=False)
 
     def _finish(self, delivery: Delivery, ack: bool) -> None:
         if not self.transport.connected:
-            return  # closed: unleased, the message comes back when its deadline ends
+            logger.warning("A message on %r was settled after its connection closed; Pub/Sub "
+                           "redelivers it when its ack deadline ends.", delivery.queue)
+            return
         self.transport.leaser.remove(delivery.ack_id)
         if ack:
             self.transport.acker.ack(delivery.subscription_path, delivery.ack_id)
@@ -384,6 +411,7 @@ class Channel(virtual.Channel):
             return
         for puller in self._pullers.values():
             puller.stop()
+        self.transport.retired_pullers.extend(self._pullers.values())
         connection = self.connection
         self.release(connection.ready.remove_channel(self))
         super().close()  # cancels consumers, nacks unacked (QoS.restore_unacked); drops .connection

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
@@ -78,13 +79,17 @@ class ReadyBuffer:
                 raise error
             return self._items.popleft() if self._items else None
 
-    def remove_channel(self, channel: Channel) -> list[Delivery]:
-        """Take out and return every delivery for `channel` (it is closing)."""
+    def remove_channel(self, channel: Channel | None) -> list[Delivery]:
+        """Take out and return every delivery for `channel` (None: for any), which is closing."""
+        return self.remove(lambda item: channel is None or item.channel is channel)
+
+    def remove(self, matches: Callable[[Delivery], bool]) -> list[Delivery]:
+        """Take out and return the deliveries that match."""
         with self._cond:
-            mine = [item for item in self._items if item.channel is channel]
-            if mine:
-                self._items = deque(item for item in self._items if item.channel is not channel)
-            return mine
+            taken = [item for item in self._items if matches(item)]
+            if taken:
+                self._items = deque(item for item in self._items if not matches(item))
+            return taken
 
 
 class Puller:
@@ -107,6 +112,11 @@ class Puller:
         """Ask the thread to end; a pull in flight finishes (its messages are nacked). Idempotent."""
         self._stop.set()
         self.channel.wake_pullers()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` for the thread to end (its pull in flight to return)."""
+        if self._thread is not None and timeout > 0:
+            self._thread.join(timeout)
 
     @property
     def stopped(self) -> bool:

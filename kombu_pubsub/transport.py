@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import google.auth.exceptions
+from celery import signals
 from google.cloud import pubsub_v1
 from kombu.transport import virtual
 
@@ -54,6 +56,9 @@ from .publisher import Publisher
 from .stats import Stats, live_transports
 
 logger = logging.getLogger(__name__)
+
+#: Longest wait at close for pulls in flight to hand back what was just released, seconds.
+RELEASE_GRACE = 2.0
 
 
 class Transport(virtual.Transport):
@@ -96,6 +101,9 @@ class Transport(virtual.Transport):
         self.subscriptions: dict[str, SubscriptionInfo] = {}
         self._topics: dict[str, str] = {}
         self.exchange_topics = ExchangeTopics(self)
+        #: Pullers of closed channels, and how many messages were given back: see close_connection.
+        self.retired_pullers: list[Any] = []
+        self.released = 0
 
     # -- clients, built on first use (creating a client makes no RPC) --------------
     def _build(self) -> None:
@@ -178,9 +186,29 @@ class Transport(virtual.Transport):
             raise TimeoutError()
         delivery.channel.deliver(delivery)
 
+    def release_prefetched(self) -> None:
+        """Stop pulling task queues and nack what Celery has not taken yet (any thread)."""
+        for channel in list(self.channels):
+            released = channel.stop_pulling()
+            with channel._room:
+                channel._buffered -= len(released)
+            channel.release(released)
+
     def close_connection(self, connection: Any) -> None:
         """Close channels (stop pulling, release messages) → flush acks → stop leasing → close clients."""
         super().close_connection(connection)
+        if self.released:
+            # A pull still in flight would take the messages just nacked (the emulator
+            # then holds them for a whole ack deadline): let it return them, to be nacked
+            # again, before the client cancels it. Bounded: shutdown is not held up for long.
+            deadline = time.monotonic() + RELEASE_GRACE
+            for puller in self.retired_pullers:
+                puller.join(deadline - time.monotonic())
+        self.retired_pullers.clear()
+        # A puller whose pull ended as its channel closed may have added more: nack them
+        # while the acker still runs.
+        for delivery in self.ready.remove_channel(None):
+            delivery.channel.release([delivery])
         with self._lock:
             clients, self._clients = self._clients, None
         if clients is None:
@@ -193,3 +221,19 @@ class Transport(virtual.Transport):
         publisher_client, subscriber_client = clients
         publisher_client.stop()
         subscriber_client.close()  # also cancels pulls still in flight
+
+
+def _on_worker_shutting_down(**kwargs: Any) -> None:
+    """Celery's SIGTERM handler (main thread): give prefetched messages back at once.
+
+    Celery stops consuming only after its running tasks end and meanwhile keeps
+    taking buffered messages; releasing them now lets other workers start them at
+    once. Work happens on a short thread: no locks are taken in a signal handler.
+    """
+    transports = [transport for transport in list(live_transports) if transport.connected]
+    if transports:
+        threading.Thread(target=lambda: [t.release_prefetched() for t in transports],
+                         name="kombu-pubsub-release", daemon=True).start()
+
+
+signals.worker_shutting_down.connect(_on_worker_shutting_down, weak=False)

@@ -78,7 +78,8 @@ class Worker:
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info",
+            [sys.executable, "-m", "celery", "-A", app, "worker",
+             "-l", os.environ.get("E2E_WORKER_LOG_LEVEL", "info"),
              "--without-gossip", "--without-mingle", *args],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -163,6 +164,8 @@ def start_worker(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
         worker_env = dict(e2e_env, **env)
         if transport_options:
             worker_env["E2E_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
+        if "-n" not in args:  # one node name per worker, as Celery expects
+            args = ("-n", f"worker{len(workers)}@%h", *args)
         worker = Worker(worker_env, ["-Q", worker_env["QUEUE_NAME"], *args],
                         tmp_path / f"worker{len(workers)}.log")
         workers.append(worker)

@@ -222,3 +222,21 @@ def test_a_durable_queue_on_a_topic_exchange_is_routed_by_the_publishers_binding
     with connection.Producer() as producer:
         producer.publish({"n": 1}, exchange=exchange, routing_key="feed.import", declare=[exchange])
     assert queue.get(timeout=15).payload == {"n": 1}
+
+
+def test_a_temporary_queue_made_by_another_connection_outlives_this_ones_close(
+        connect, project, subscriber_client):
+    """Two workers with one node name share a mailbox: the first to stop must not delete it."""
+    maker, sharer = connect(), connect()
+    queue = Queue("shared-box", Exchange("shared-box"), routing_key="shared-box", auto_delete=True)
+    made = maker.SimpleQueue(queue)
+    shared = sharer.SimpleQueue(queue)
+    shared.close()
+    sharer.release()
+    path = f"projects/{project}/subscriptions/shared-box"
+    assert path in resources(subscriber_client, "subscriptions", project)
+    made.put({"n": 1})
+    assert made.get(timeout=10).payload == {"n": 1}
+    made.close()
+    maker.release()
+    assert path not in resources(subscriber_client, "subscriptions", project)

@@ -171,6 +171,12 @@ class Admin:
         except gexc.NotFound:
             return []
 
+    def delete_queue(self, name: str, info: SubscriptionInfo | None) -> None:
+        """Delete a queue's subscription, and its topic when the topic is its own."""
+        self.delete_subscription(info.path if info else self.subscription_path(name))
+        if info is None or info.topic_path == self.topic_path(name):
+            self.delete_topic(self.topic_path(name))
+
     def delete_subscription(self, path: str) -> None:
         """Delete a subscription; a missing one is fine."""
         try:

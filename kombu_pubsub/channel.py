@@ -1,14 +1,13 @@
 """The Kombu channel verbs on Pub/Sub: declare, bind, publish, consume, ack, reject, purge.
 
-Each verb is short and delegates: resources to admin.py, sending to
-publisher.py, pulling to consumer.py, acks to acker.py, leases to leaser.py.
-A queue bound to a fanout exchange is a subscription on the exchange's
-topic; any other queue is a topic + subscription pair with the queue's name.
+Each verb is short and delegates: resources to admin.py, routing to exchanges.py,
+sending to publisher.py, pulling to consumer.py, what happens to a pulled message
+to intake.py, countdowns to delay.py, acks to acker.py, leases to leaser.py,
+temporary queues to temporary.py. The channel keeps the prefetch accounting.
 """
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import logging
 import threading
@@ -18,37 +17,17 @@ from typing import TYPE_CHECKING, Any
 from google.api_core import exceptions as gexc
 from kombu.transport import virtual
 
-from . import delay, exchanges, morgue, wire
+from . import delay, exchanges, intake, morgue, wire
 from .admin import SubscriptionInfo
 from .consumer import Delivery, Puller
-from .errors import PublishError, PubSubError
+from .errors import PublishError
+from .qos import QoS
+from .temporary import TemporaryQueues
 
 if TYPE_CHECKING:
     from .transport import Transport
 
 logger = logging.getLogger(__name__)
-
-
-class QoS(virtual.QoS):
-    """Kombu's QoS, with ack/reject/restore reaching Pub/Sub instead of re-publishing."""
-
-    def ack(self, delivery_tag: Any) -> None:
-        self.channel.settle(delivery_tag, ack=True)
-        super().ack(delivery_tag)
-
-    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
-        # requeue → nack (Pub/Sub redelivers the same message, no copy is made);
-        # no requeue → off the queue, by way of the morgue.
-        self.channel.settle(delivery_tag, ack=not requeue, bury=not requeue)
-        self._quick_ack(delivery_tag)
-
-    def restore_unacked(self) -> list:
-        """Nack every delivered-but-unacked message so another worker gets it at once."""
-        self._flush()
-        for delivery_tag in list(self._delivered):
-            self.channel.settle(delivery_tag, ack=False)
-        self._delivered.clear()
-        return []
 
 
 class Channel(virtual.Channel):
@@ -75,8 +54,8 @@ class Channel(virtual.Channel):
         self._pullers: dict[str, Puller] = {}
         self._declared: dict[str, dict[str, Any]] = {}
         self._no_ack: set[str] = set()
-        self._owned: dict[str, SubscriptionInfo] = {}  # temporary queues to delete on close
-        self._postponer = delay.Postponer(self)
+        self._temporary = TemporaryQueues()
+        self.postponer = delay.Postponer(self)
         #: queue → the exchange whose topic its subscription is on (fanout, temporary topic).
         self.subscribed_exchanges: dict[str, str] = {}
 
@@ -112,14 +91,8 @@ class Channel(virtual.Channel):
         temporary = self._is_temporary(queue)
         info = self.connection.admin.ensure_subscription(queue, topic or queue, temporary=temporary)
         self.connection.subscriptions[queue] = info
-        if temporary and info.created:
-            self._owned[queue] = info
-        elif temporary:
-            # Never delete what another connection made: two workers with one node name
-            # share a mailbox. A killed process's leftover expires after temporary_ttl.
-            logger.warning("Temporary queue %r already existed (another process uses the same "
-                           "name, e.g. two workers with one -n node name, or one was killed); it "
-                           "is left in place when this connection closes.", queue)
+        if temporary:
+            self._temporary.found(queue, info)
         return info
 
     def _is_temporary(self, queue: str) -> bool:
@@ -136,29 +109,11 @@ class Channel(virtual.Channel):
         try:
             self.connection.publisher.publish(topic_path, data, attributes)
         except PublishError:
-            action = self._after_missing_topic(queue, message)
+            action = exchanges.after_missing_topic(self, queue, message)
             if action == "raise":
                 raise
             if action == "retry":
                 self.connection.publisher.publish(self.ensure_queue(queue).topic_path, data, attributes)
-
-    def _after_missing_topic(self, queue: str, message: dict[str, Any]) -> str:
-        """After a failed publish: 'retry' (queue recreated), 'drop' or 'raise'.
-
-        A message for a transient exchange (a pidbox reply) whose queue is gone is
-        dropped, as AMQP drops an unroutable message: its consumer left.
-        """
-        if self.connection.admin.topic_exists(queue):
-            return "raise"
-        exchange = message["properties"].get("delivery_info", {}).get("exchange") or ""
-        declared = self.state.exchanges.get(exchange, {})
-        if exchange and not declared.get("durable", True):
-            logger.info("Dropped a message for %r: its queue is gone (its consumer left).", queue)
-            return "drop"
-        if not self.options.create_missing:
-            return "raise"
-        self.connection.subscriptions.pop(queue, None)
-        return "retry"
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
                     **kwargs: Any) -> None:
@@ -169,12 +124,7 @@ class Channel(virtual.Channel):
     def _lookup(self, exchange: str, routing_key: str, default: str | None = None) -> list[str]:
         queues = super()._lookup(exchange, routing_key, default)
         if not queues and exchange and self.typeof(exchange).type == "direct" and routing_key:
-            # Another process declared the binding. Kombu names a remote-control
-            # reply queue "<routing key>.<reply exchange>"; Celery names a task queue
-            # after its routing key.
-            if exchange.startswith("reply.") and exchange.endswith(".pidbox"):
-                return [f"{routing_key}.{exchange}"]
-            return [routing_key]
+            return [exchanges.remote_queue(exchange, routing_key)]  # bound by another process
         return queues
 
     # -- consuming -----------------------------------------------------------------
@@ -222,7 +172,7 @@ class Channel(virtual.Channel):
         response = self.subscriber.pull(
             request={"subscription": info.path, "max_messages": 1, "return_immediately": True},
             timeout=self.options.publish_timeout)
-        for delivery in self._accept(info, queue, list(response.received_messages)):
+        for delivery in intake.accept(self, info, queue, list(response.received_messages)):
             with self._room:
                 self._deliveries[delivery.payload["properties"]["delivery_tag"]] = delivery
             return delivery.payload
@@ -239,11 +189,7 @@ class Channel(virtual.Channel):
         return 0  # Pub/Sub has no queue-depth API (only Cloud Monitoring, minutes stale).
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
-        info = self.connection.subscriptions.pop(queue, None)
-        admin = self.connection.admin
-        admin.delete_subscription(info.path if info else admin.subscription_path(queue))
-        if info is None or info.topic_path == admin.topic_path(queue):
-            admin.delete_topic(admin.topic_path(queue))
+        self.connection.admin.delete_queue(queue, self.connection.subscriptions.pop(queue, None))
 
     # -- called by pullers (their thread) and the consuming thread -------------------
     def reserve(self, puller: Puller) -> int:
@@ -274,7 +220,7 @@ class Channel(virtual.Channel):
 
     def on_pulled(self, puller: Puller, received: list, reserved: int) -> None:
         """Puller thread: lease what arrived and hand it to the consuming thread."""
-        deliveries = self._accept(puller.subscription, puller.queue, received)
+        deliveries = intake.accept(self, puller.subscription, puller.queue, received)
         with self._room:
             self._reserved -= reserved
             self._buffered += len(deliveries)
@@ -283,40 +229,8 @@ class Channel(virtual.Channel):
             return
         self.connection.ready.put_many(deliveries)
 
-    def _accept(self, info: SubscriptionInfo, queue: str, received: list) -> list[Delivery]:
-        """Decode and lease pulled messages; bury the undecodable, put off those not yet due."""
-        if not received:
-            return []
-        self.connection.stats.add("received", len(received))
-        self.connection.leaser.add(info.path, [item.ack_id for item in received], info.ack_deadline)
-        now = datetime.datetime.now(datetime.UTC)
-        deliveries = []
-        for item in received:
-            try:
-                payload = wire.decode(item.message.data)
-            except wire.UndecodableMessage as exc:
-                self._bury(info, queue, item, exc.reason)
-                continue
-            refused = morgue.refusal(payload)
-            if refused:
-                self._bury(info, queue, item, refused)
-                continue
-            if not exchanges.matches(self, queue, payload):
-                self.connection.leaser.remove(item.ack_id)
-                self.connection.acker.ack(info.path, item.ack_id)  # not for us: Pub/Sub keeps no copy
-                continue
-            payload["properties"]["delivery_tag"] = next(self._tags)
-            # Celery reads it from delivery_info (Request.delivery_info['redelivered']).
-            redelivered = item.delivery_attempt > 1
-            payload["properties"].setdefault("delivery_info", {})["redelivered"] = redelivered
-            payload["redelivered"] = redelivered
-            delivery = Delivery(self, queue, info.path, item.ack_id, payload)
-            step = delay.plan(payload, now, item.delivery_attempt, self.options.max_defer_hop)
-            if step.action == "deliver":
-                deliveries.append(delivery)
-            else:
-                self._postponer.put_off(delivery, item, info.topic_path, step)
-        return deliveries
+    def next_tag(self) -> int:
+        return next(self._tags)
 
     def hand_over(self, delivery: Delivery) -> None:
         """Scheduler thread: a held message is nearly due; queue it for Celery, whose timer starts it."""
@@ -330,14 +244,6 @@ class Channel(virtual.Channel):
         """True while a delivery is with Celery, not yet acked or rejected (any thread)."""
         with self._room:
             return not self.closed and delivery.payload["properties"]["delivery_tag"] in self._deliveries
-
-    def _bury(self, info: SubscriptionInfo, queue: str, item: Any, reason: str) -> None:
-        buried = morgue.bury(self, item.message.data, dict(item.message.attributes), reason, queue)
-        self.connection.leaser.remove(item.ack_id)
-        if buried:
-            self.connection.acker.ack(info.path, item.ack_id)
-        else:
-            self.connection.acker.modify(info.path, [item.ack_id], 0)
 
     def deliver(self, delivery: Delivery) -> None:
         """Consuming thread: hand one delivery to its consumer's callback."""
@@ -415,15 +321,4 @@ class Channel(virtual.Channel):
         connection = self.connection
         self.release(connection.ready.remove_channel(self))
         super().close()  # cancels consumers, nacks unacked (QoS.restore_unacked); drops .connection
-        admin = connection.admin
-        for queue, info in self._owned.items():
-            connection.subscriptions.pop(queue, None)
-            connection.acker.forget(info.path)
-            try:
-                admin.delete_subscription(info.path)
-                if info.topic_path == admin.topic_path(queue):
-                    admin.delete_topic(info.topic_path)
-            except PubSubError as exc:
-                logger.warning("Could not delete temporary queue %r (%s); its subscription "
-                               "expires on its own after temporary_ttl.", queue, exc)
-        self._owned.clear()
+        self._temporary.delete_all(connection)

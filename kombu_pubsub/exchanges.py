@@ -56,6 +56,37 @@ class TopicExchange(virtual_exchange.TopicExchange):
             logger.warning("Dropped a message for exchange %r (%s).", exchange, exc)
 
 
+def remote_queue(exchange: str, routing_key: str) -> str:
+    """The queue a direct message goes to when its binding was declared by another process.
+
+    Kombu names a remote-control reply queue "<routing key>.<reply exchange>";
+    Celery names a task queue after its routing key.
+    """
+    if exchange.startswith("reply.") and exchange.endswith(".pidbox"):
+        return f"{routing_key}.{exchange}"
+    return routing_key
+
+
+def after_missing_topic(channel: Channel, queue: str, message: dict[str, Any]) -> str:
+    """After a publish to `queue` failed: 'retry' (queue recreated), 'drop' or 'raise'.
+
+    A message for a transient exchange (a pidbox reply) whose queue is gone is
+    dropped, as AMQP drops an unroutable message: its consumer left.
+    """
+    transport = channel.transport
+    if transport.admin.topic_exists(queue):
+        return "raise"
+    exchange = message["properties"].get("delivery_info", {}).get("exchange") or ""
+    declared = channel.state.exchanges.get(exchange, {})
+    if exchange and not declared.get("durable", True):
+        logger.info("Dropped a message for %r: its queue is gone (its consumer left).", queue)
+        return "drop"
+    if not channel.options.create_missing:
+        return "raise"
+    transport.subscriptions.pop(queue, None)
+    return "retry"
+
+
 def matches(channel: Channel, queue: str, payload: dict[str, Any]) -> bool:
     """True if a message on an exchange topic is wanted by `queue` (its bindings here)."""
     exchange = channel.subscribed_exchanges.get(queue)

@@ -53,13 +53,13 @@ class Publisher:
         `awaited` True or False overrides the fast_publish option for this message.
         """
         if awaited is False or (awaited is None and self._options.fast_publish):
-            started = time.perf_counter()
+            started = time.monotonic()
             future = self._client.publish(topic_path, data, **attributes)
             with self._lock:
                 self._pending.add(future)
             future.add_done_callback(lambda done: self._on_done(done, started))
             return
-        started = time.perf_counter()
+        started = time.monotonic()
         deadline = self._budget.deadline()
         try:
             GapicPublisher.publish(
@@ -72,10 +72,10 @@ class Publisher:
                 self.failed += 1
             self._stats.add("publish_failures")
             if is_transient(exc):
-                self._budget.failed()
+                self._budget.failed(started)
             raise _publish_error(exc, topic_path) from exc
         self._budget.succeeded()
-        self._stats.observe_publish(time.perf_counter() - started)
+        self._stats.observe_publish(time.monotonic() - started)
         self._stats.add("published")
         with self._lock:
             self.published += 1
@@ -85,7 +85,7 @@ class Publisher:
         failed = future.exception() is not None
         self._stats.add("publish_failures" if failed else "published")
         if not failed:
-            self._stats.observe_publish(time.perf_counter() - started)
+            self._stats.observe_publish(time.monotonic() - started)
         with self._lock:
             self._pending.discard(future)
             if not failed:

@@ -36,12 +36,13 @@ class Budget:
     Kombu's ``Connection.ensure`` (and so Celery's ``apply_async``) retries a
     connection error a few times; if each attempt waited the full
     ``publish_timeout`` the caller would wait several times that. So after a
-    first failure, later calls only get what is left of the bound since that
-    failure (at least MIN_ATTEMPT seconds), until a call succeeds again.
+    call fails, later calls only get what is left of the bound counted from when
+    that call *started* (at least MIN_ATTEMPT seconds, to keep probing), until a
+    call succeeds again.
     """
 
     #: Shortest wait given to a call while Pub/Sub is known to be failing, seconds.
-    MIN_ATTEMPT = 0.5
+    MIN_ATTEMPT = 0.2
 
     def __init__(self, total: float) -> None:
         self.total = total
@@ -59,10 +60,11 @@ class Budget:
         with self._lock:
             self._failing_since = None
 
-    def failed(self) -> None:
+    def failed(self, started: float) -> None:
+        """Record a transient failure of a call that began at monotonic time `started`."""
         with self._lock:
             if self._failing_since is None:
-                self._failing_since = time.monotonic()
+                self._failing_since = started
 
 
 def call(method: Callable[..., T], doing: str, budget: Budget, **request: Any) -> T:
@@ -72,6 +74,7 @@ def call(method: Callable[..., T], doing: str, budget: Budget, **request: Any) -
     untouched because callers decide what those mean.
     """
     deadline = budget.deadline()
+    started = time.monotonic()
     try:
         result = method(request=request, retry=retry_within(deadline), timeout=deadline)
     except (gexc.NotFound, gexc.AlreadyExists):
@@ -79,7 +82,7 @@ def call(method: Callable[..., T], doing: str, budget: Budget, **request: Any) -
         raise
     except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
         if is_transient(exc):
-            budget.failed()
+            budget.failed(started)
         raise as_kombu_error(exc, doing) from exc
     budget.succeeded()
     return result

@@ -56,7 +56,7 @@ def test_publish_to_a_broker_that_is_down_raises_within_the_bound(monkeypatch, p
             producer.publish({"x": 1}, routing_key="down", declare=[Queue("down")],
                              retry=True, retry_policy={"max_retries": 3})
     elapsed = time.monotonic() - started
-    assert elapsed < 2 + 3 * 1.5, elapsed  # one bound, not one per kombu retry
+    assert elapsed < 2 + 1.5, elapsed  # one bound, not one per kombu retry
     assert "reachable" in str(caught.value) or "did not answer" in str(caught.value)
 
 
@@ -76,7 +76,8 @@ except KombuError as exc:
     assert done.stdout.startswith("raised"), done.stdout + done.stderr
     print(f"\nFIGURE broker_down_delay_raised: {done.stdout.strip()} s (publish_timeout=2)")
     record_property("broker_down_delay_raised_s", float(done.stdout.split()[-1]))
-    assert float(done.stdout.split()[-1]) < 8
+    # One bound across Celery's retries: publish_timeout plus their short pauses.
+    assert float(done.stdout.split()[-1]) < 2 + 1.5
 
 
 def test_a_message_over_10mb_fails_at_publish_with_a_clear_error(connect):

@@ -261,9 +261,20 @@ class Channel(virtual.Channel):
                 self._deliveries[tag] = delivery
         if queue in self._no_ack:
             self._finish(delivery, ack=True)
-        callback(delivery.payload)
+        try:
+            callback(delivery.payload)
+        except (*self.transport.connection_errors, *self.transport.channel_errors):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
+            reason = f"the consumer raised {type(exc).__name__}: {exc}"[:1024]
+            logger.error("The consumer of %r could not take a message (%s); moving it to the "
+                         "morgue.", queue, reason, exc_info=True)
+            self.settle(tag, ack=True, bury=True, reason=reason)  # acked once in the morgue
+            if tag in self.qos._delivered:
+                self.qos._quick_ack(tag)
 
-    def settle(self, delivery_tag: Any, ack: bool, bury: bool = False) -> None:
+    def settle(self, delivery_tag: Any, ack: bool, bury: bool = False,
+               reason: str | None = None) -> None:
         """Ack or nack the Pub/Sub message behind a delivery tag (any thread).
 
         With `bury`, publish it to the morgue first (with the reason), and ack only
@@ -276,7 +287,7 @@ class Channel(virtual.Channel):
             return
         if bury:
             data, attributes = wire.encode(delivery.payload)
-            reason = morgue.reject_reason(delivery.payload)
+            reason = reason or morgue.reject_reason(delivery.payload)
             if not morgue.bury(self, data, attributes, reason, delivery.queue):
                 ack = False
         self._finish(delivery, ack)

@@ -159,7 +159,10 @@ class Puller:
             return False
         if is_transient(exc) or isinstance(exc, ValueError):  # ValueError: channel closed
             if failing_for < RECONNECT_AFTER:
-                logger.warning("Pull from %r failed (%s); retrying.", path, exc)
+                # One WARNING per outage, not one per retry.
+                log = logger.warning if failing_for < ERROR_BACKOFF else logger.debug
+                log("Pull from %r failed (%s); retrying for up to %.0fs before reconnecting.",
+                    path, exc, RECONNECT_AFTER)
                 self._stop.wait(ERROR_BACKOFF)
                 return True
             self.channel.report(as_kombu_error(exc, f"pulling from {path!r}")

@@ -131,3 +131,23 @@ def test_undecodable_messages_go_to_the_morgue_with_their_reason(
     assert reason in buried[0].message.attributes["morgue_reason"]
     assert buried[0].message.data == data
     assert pull_all(subscriber_client, f"projects/{project}/subscriptions/bad") == []
+
+
+def test_a_consumer_that_raises_sends_the_message_to_the_morgue_and_keeps_consuming(
+        connect, project, subscriber_client):
+    with connect() as connection:
+        queue = fill(connection, "raising", 2)
+        seen = []
+
+        def take(body, message):
+            seen.append(body)
+            if len(seen) == 1:
+                raise ValueError("cannot take this one")
+            message.ack()
+
+        with Consumer(connection, [queue], callbacks=[take], prefetch_count=1):
+            drain(connection, lambda: len(seen) == 2, timeout=10)
+    buried = pull_all(subscriber_client, f"projects/{project}/subscriptions/morgue")
+    assert [m.message.attributes["morgue_reason"] for m in buried] == [
+        "the consumer raised ValueError: cannot take this one"]
+    assert pull_all(subscriber_client, f"projects/{project}/subscriptions/raising") == []

@@ -17,6 +17,8 @@ Row = dict[str, Any]
 
 #: One colour per system, the same in every panel.
 COLOURS = {KOMBU_PUBSUB: "#1f77b4", GCPUBSUB: "#ff7f0e", "ceiling": "#7f7f7f"}
+#: A reference line this many times above the tallest bar is written as text, not drawn.
+OFF_SCALE = 1.6
 
 
 def write(rows: Sequence[Row], header: dict[str, Any], path: Path, log: Callable[[str], None]) -> bool:
@@ -135,7 +137,12 @@ def _draw(axis: Any, panel: dict[str, Any]) -> None:
         patch.set_hatch(bar["hatch"])
     axis.bar_label(drawn, labels=[f"{m:,.0f}" if m >= 100 else f"{m:.1f}" for m in medians], fontsize=7,
                    padding=2)
+    top = max(bar["max"] for bar in bars)
     for label, value in panel["lines"]:
+        if value > OFF_SCALE * top:  # would squash every bar: say it instead of drawing it
+            axis.text(0.02, 0.97, f"{label}: {value:,.0f} (off the scale)", transform=axis.transAxes,
+                      fontsize=7, va="top")
+            continue
         axis.axhline(value, linestyle="--", color="black", linewidth=0.8)
         axis.annotate(f"{label}: {value:,.0f}", (0, value), xytext=(2, 3), textcoords="offset points",
                       fontsize=7)

@@ -150,8 +150,8 @@ class Channel(virtual.Channel):
                 self.transport.retired_pullers.append(puller)
             self._no_ack.discard(queue)
 
-    def stop_pulling(self) -> list[Delivery]:
-        """Stop pulling task queues and return their buffered deliveries (any thread).
+    def release_prefetched(self) -> None:
+        """Stop pulling task queues; nack their messages Celery has not taken (any thread).
 
         For a worker told to stop: no_ack queues (its remote-control mailbox) keep going.
         """
@@ -159,8 +159,11 @@ class Channel(virtual.Channel):
             if queue not in self._no_ack:
                 puller.stop()
                 self.transport.retired_pullers.append(puller)
-        return self.transport.ready.remove(
+        released = self.transport.ready.remove(
             lambda item: item.channel is self and item.queue not in self._no_ack)
+        with self._room:
+            self._buffered -= len(released)
+        self.release(released)
 
     def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0,
                   apply_global: bool = False) -> None:

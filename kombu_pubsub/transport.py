@@ -189,10 +189,7 @@ class Transport(virtual.Transport):
     def release_prefetched(self) -> None:
         """Stop pulling task queues and nack what Celery has not taken yet (any thread)."""
         for channel in list(self.channels):
-            released = channel.stop_pulling()
-            with channel._room:
-                channel._buffered -= len(released)
-            channel.release(released)
+            channel.release_prefetched()
 
     def close_connection(self, connection: Any) -> None:
         """Close channels (stop pulling, release messages) → flush acks → stop leasing → close clients."""

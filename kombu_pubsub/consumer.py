@@ -65,6 +65,11 @@ class ReadyBuffer:
                 self._error = error
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """End a take() that is waiting now (it returns None if nothing came)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def take(self, timeout: float | None) -> Delivery | None:
         """Wait up to `timeout` for a delivery and return the oldest, or None. Raise a recorded error.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -99,6 +100,41 @@ def test_closing_a_channel_releases_its_unacked_messages_at_once(connect):
             drain(second, lambda: len(taken) == 5, timeout=10)
         assert len(taken) == 5
         assert time.monotonic() - started < 10  # the ack deadline is 30 s
+
+
+def test_a_worker_told_to_stop_releases_its_prefetch_and_drain_events_stops_waiting(connect):
+    # What Celery's worker_shutting_down signal (SIGTERM) triggers: see Transport.release_prefetched.
+    with connect() as idle:
+        with Consumer(idle, [Queue("stopping-idle")], callbacks=[lambda b, m: None]):
+            drain(idle, lambda: False, timeout=0.5)
+            # A drain_events waiting when the stop comes returns at once ...
+            threading.Timer(0.5, idle.transport.release_prefetched).start()
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                idle.drain_events(timeout=30)
+            # ... and no later call waits its timeout out (Celery makes one more).
+            for _ in range(3):
+                with pytest.raises(TimeoutError):
+                    idle.drain_events(timeout=30)
+            assert time.monotonic() - started < 10
+
+    with connect() as first, connect() as second:
+        queue = fill(first, "stopping", 6)
+        held, taken = [], []
+        with Consumer(first, [queue], callbacks=[lambda b, m: held.append(m)], prefetch_count=2):
+            drain(first, lambda: len(held) == 2, timeout=5)
+            held[0].ack()  # room for one more: the puller takes it into the buffer
+            time.sleep(1.0)
+            first.transport.release_prefetched()
+            with pytest.raises(TimeoutError):
+                first.drain_events(timeout=1)
+            assert len(held) == 2  # the buffered one was not delivered here ...
+            # ... it and the 3 never pulled go to another consumer while this one still
+            # holds its unacked message.
+            with Consumer(second, [queue], callbacks=[lambda b, m: (taken.append(m.payload), m.ack())]):
+                drain(second, lambda: len(taken) == 4, timeout=10)
+            assert sorted(p["i"] for p in taken) == [2, 3, 4, 5]
+            held[1].ack()
 
 
 def test_purge_empties_the_queue_and_counts(connect):

@@ -29,7 +29,7 @@ def countdown_lateness(ctx: Context, system: System, repeat: int) -> Measurement
     worker = Worker(ctx.workdir, f"{project}-worker", system.env(project), QUEUE, pool, concurrency,
                     settings.worker_loglevel, settings.stop_grace)
     ctx.settle()  # the previous worker is gone before this one starts
-    try:
+    with ctx.recording(result, project):
         try:
             worker.start()
             ready = worker.wait_ready()
@@ -49,7 +49,6 @@ def countdown_lateness(ctx: Context, system: System, repeat: int) -> Measurement
             worker.stop()
             raise
         ctx.defer_stop(worker, [result], project)
-        project = ""  # deleted by settle()
         lateness = sorted((start - eta) * 1000 for start, eta in rows)
         distinct = len({round(eta, 6) for _, eta in rows})  # ETAs are INTERVAL apart: one per task
         result.figures = {
@@ -65,11 +64,6 @@ def countdown_lateness(ctx: Context, system: System, repeat: int) -> Measurement
             "duplicates": len(rows) - distinct,
             "startup_s": ready - worker.started_wall,
         }
-    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if project:
-            ctx.raw.delete_project(project)
     return result
 
 
@@ -117,7 +111,7 @@ def countdown_memory(ctx: Context, system: System, repeat: int) -> Measurement:
                     settings.worker_loglevel, settings.stop_grace, count_received=True)
     ctx.settle()
     mib = 1024.0
-    try:
+    with ctx.recording(result, project):
         count_sub = ctx.raw.ensure_count_subscription(project, system.topic())
         try:
             worker.start()
@@ -168,11 +162,6 @@ def countdown_memory(ctx: Context, system: System, repeat: int) -> Measurement:
             "samples": sampler.samples,
             "startup_s": ready - worker.started_wall,
         }
-    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if project:
-            ctx.raw.delete_project(project)
     return result
 
 

@@ -34,7 +34,7 @@ def crash_redelivery(ctx: Context, system: System, repeat: int) -> Measurement:
     fresh = Worker(ctx.workdir, f"{project}-fresh", {**env, "BENCH_HOLD_SECONDS": "0"},
                    QUEUE, pool, concurrency, settings.worker_loglevel, settings.stop_grace)
     ctx.settle()
-    try:
+    with ctx.recording(result, project):
         try:
             first.start()
             first.wait_ready()
@@ -51,7 +51,6 @@ def crash_redelivery(ctx: Context, system: System, repeat: int) -> Measurement:
             fresh.stop()
             raise
         ctx.defer_stop(fresh, [result], project)
-        project = ""  # deleted by settle()
         result.figures = {
             "ran_before_kill_s": killed - started,
             "fresh_startup_s": fresh_ready - fresh.started_wall,
@@ -60,11 +59,6 @@ def crash_redelivery(ctx: Context, system: System, repeat: int) -> Measurement:
         }
         if again is not None:
             result.figures["redelivery_s"] = again - killed
-    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if project:
-            ctx.raw.delete_project(project)
     return result
 
 

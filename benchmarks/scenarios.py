@@ -6,10 +6,12 @@ timed part; every project is deleted from the emulator afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,8 @@ class Context:
 
         # A worker still shutting down (on a thread) and what to tell when it is done.
         self._stopping: list[tuple[threading.Thread, Worker, list[Measurement], str]] = []
+        # Projects whose deletion defer_stop took over.
+        self._handed_over: set[str] = set()
 
     def project(self, short: str, scenario: str, repeat: int) -> str:
         return f"bench-{self.run_id}-{short}-{scenario}-r{repeat}"
@@ -53,6 +57,19 @@ class Context:
     def defer_stop(self, worker: Worker, measurements: list[Measurement], project: str) -> None:
         """Let `worker` shut down while the next (untimed) setup runs; settle() waits for it."""
         self._stopping.append((worker.stop_in_background(), worker, measurements, project))
+        self._handed_over.add(project)
+
+    @contextlib.contextmanager
+    def recording(self, result: Measurement, project: str = "") -> Iterator[None]:
+        """Run one scenario's body: an exception becomes `result.error` (the run goes on);
+        `project` is then deleted, unless defer_stop took it over."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            result.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if project and project not in self._handed_over:
+                self.raw.delete_project(project)
 
     def settle(self) -> None:
         """Wait for workers still stopping, record how long they took, delete their projects.
@@ -74,7 +91,7 @@ def enqueue(ctx: Context, mode: EnqueueMode, repeat: int) -> Measurement:
                          baseline=mode.baseline)
     n = ctx.settings.enqueue_n
     ctx.settle()
-    try:
+    with ctx.recording(result, project):
         count_sub = ctx.raw.ensure_count_subscription(project, QUEUE)
         topic_path = f"projects/{project}/topics/{QUEUE}"
         if mode.producer_mode == "enqueue-celery":
@@ -97,10 +114,6 @@ def enqueue(ctx: Context, mode: EnqueueMode, repeat: int) -> Measurement:
             "exit_s": exited - out["end_wall"],
             "bytes_per_msg": size / arrived if arrived else None,
         }
-    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        ctx.raw.delete_project(project)
     return result
 
 
@@ -208,7 +221,7 @@ def drain_raw(ctx: Context, repeat: int) -> Measurement:
                          repeat, project, "rd")
     n = ctx.settings.drain_n
     ctx.settle()
-    try:
+    with ctx.recording(result, project):
         subscription = ctx.raw.ensure_count_subscription(project, QUEUE)
         accepted = ctx.raw.preload(f"projects/{project}/topics/{QUEUE}", n)
         out = run_python_module("benchmarks.producer", ["drain-raw", subscription, str(accepted)],
@@ -223,10 +236,6 @@ def drain_raw(ctx: Context, repeat: int) -> Measurement:
             "cpu_ms_per_task": 1000 * out["cpu_s"] / accepted,
             "peak_rss_mib": out["max_rss_kib"] / 1024,
         }
-    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        ctx.raw.delete_project(project)
     return result
 
 
@@ -241,7 +250,7 @@ def latency_floor(ctx: Context, repeat: int) -> Measurement:
                          repeat, project, "rl")
     settings = ctx.settings
     ctx.settle()
-    try:
+    with ctx.recording(result):
         latencies = sorted(s * 1000 for s in ctx.raw.latency_floor(project, settings.latency_count,
                                                                    settings.latency_interval))
         if len(latencies) < settings.latency_count:
@@ -249,8 +258,6 @@ def latency_floor(ctx: Context, repeat: int) -> Measurement:
         result.figures = {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
                           "max_ms": max(latencies), "mean_ms": statistics.fmean(latencies),
                           "samples": len(latencies)}
-    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-        result.error = f"{type(exc).__name__}: {exc}"
     return result
 
 

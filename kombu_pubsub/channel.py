@@ -3,14 +3,13 @@
 Each verb is short and delegates: resources to admin.py, routing to exchanges.py,
 sending to publisher.py, pulling to consumer.py, what happens to a pulled message
 to intake.py, countdowns to delay.py, acks to acker.py, leases to leaser.py,
-temporary queues to temporary.py. The channel keeps the prefetch accounting.
+temporary queues to temporary.py, prefetch accounting to prefetch.py.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import threading
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from . import delay, exchanges, intake, morgue, wire
 from .admin import SubscriptionInfo
 from .consumer import Delivery, Puller
 from .errors import PublishError
+from .prefetch import Prefetch
 from .qos import QoS
 from .temporary import TemporaryQueues
 
@@ -46,11 +46,7 @@ class Channel(virtual.Channel):
         self.options = connection.options
         self.subscriber = connection.subscriber
         self._tags = itertools.count(1)
-        # Guards the four counters/maps below; pullers wait on it for room.
-        self._room = threading.Condition()
-        self._reserved = 0
-        self._buffered = 0
-        self._deliveries: dict[Any, Delivery] = {}
+        self._prefetch = Prefetch()
         self._pullers: dict[str, Puller] = {}
         self._declared: dict[str, dict[str, Any]] = {}
         self._no_ack: set[str] = set()
@@ -161,8 +157,7 @@ class Channel(virtual.Channel):
                 self.transport.retired_pullers.append(puller)
         released = self.transport.ready.remove(
             lambda item: item.channel is self and item.queue not in self._no_ack)
-        with self._room:
-            self._buffered -= len(released)
+        self._prefetch.buffered(-len(released))
         self.release(released)
 
     def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0,
@@ -176,8 +171,7 @@ class Channel(virtual.Channel):
             request={"subscription": info.path, "max_messages": 1, "return_immediately": True},
             timeout=self.options.publish_timeout)
         for delivery in intake.accept(self, info, queue, list(response.received_messages)):
-            with self._room:
-                self._deliveries[delivery.payload["properties"]["delivery_tag"]] = delivery
+            self._prefetch.hold(delivery.payload["properties"]["delivery_tag"], delivery)
             return delivery.payload
         raise Empty()
 
@@ -197,36 +191,20 @@ class Channel(virtual.Channel):
     # -- called by pullers (their thread) and the consuming thread -------------------
     def reserve(self, puller: Puller) -> int:
         """Puller thread: wait until the prefetch leaves room; return how many to pull (0: stop)."""
-        with self._room:
-            while not puller.stopped and not self.closed:
-                limit = self.qos.prefetch_count
-                if not limit:
-                    return self.options.pull_max_messages
-                free = limit - len(self._deliveries) - self._buffered - self._reserved
-                if free > 0:
-                    share = -(-free // max(1, len(self._pullers)))  # fair split, rounded up
-                    share = min(share, free, self.options.pull_max_messages)
-                    self._reserved += share
-                    return share
-                # Acks notify; the timeout only bounds a missed wake-up.
-                self._room.wait(1.0)
-        return 0
+        return self._prefetch.reserve(lambda: self.qos.prefetch_count, lambda: len(self._pullers),
+                                      self.options.pull_max_messages,
+                                      lambda: puller.stopped or self.closed)
 
     def unreserve(self, count: int) -> None:
-        with self._room:
-            self._reserved -= count
-            self._room.notify_all()
+        self._prefetch.unreserve(count)
 
     def wake_pullers(self) -> None:
-        with self._room:
-            self._room.notify_all()
+        self._prefetch.wake()
 
     def on_pulled(self, puller: Puller, received: list, reserved: int) -> None:
         """Puller thread: lease what arrived and hand it to the consuming thread."""
         deliveries = intake.accept(self, puller.subscription, puller.queue, received)
-        with self._room:
-            self._reserved -= reserved
-            self._buffered += len(deliveries)
+        self._prefetch.pulled(reserved, len(deliveries))
         if puller.stopped or self.closed:
             self.release(deliveries)
             return
@@ -239,29 +217,23 @@ class Channel(virtual.Channel):
         """Scheduler thread: a held message is nearly due; queue it for Celery, whose timer starts it."""
         if self.closed:
             return  # its deadline ends right after the ETA: Pub/Sub redelivers it
-        with self._room:
-            self._buffered += 1
+        self._prefetch.buffered(1)
         self.connection.ready.put_many([delivery])
 
     def holds(self, delivery: Delivery) -> bool:
         """True while a delivery is with Celery, not yet acked or rejected (any thread)."""
-        with self._room:
-            return not self.closed and delivery.payload["properties"]["delivery_tag"] in self._deliveries
+        return not self.closed and self._prefetch.holds(delivery.payload["properties"]["delivery_tag"])
 
     def deliver(self, delivery: Delivery) -> None:
         """Consuming thread: hand one delivery to its consumer's callback."""
         queue = delivery.queue
         callback = None if self.closed else self.transport._callbacks.get(queue)
         if callback is None:
-            with self._room:
-                self._buffered -= 1
+            self._prefetch.buffered(-1)
             self.release([delivery])
             return
         tag = delivery.payload["properties"]["delivery_tag"]
-        with self._room:
-            self._buffered -= 1
-            if queue not in self._no_ack:
-                self._deliveries[tag] = delivery
+        self._prefetch.taken(tag, None if queue in self._no_ack else delivery)
         if queue in self._no_ack:
             self._finish(delivery, ack=True)
         try:
@@ -283,9 +255,7 @@ class Channel(virtual.Channel):
         With `bury`, publish it to the morgue first (with the reason), and ack only
         once the morgue accepted it.
         """
-        with self._room:
-            delivery = self._deliveries.pop(delivery_tag, None)
-            self._room.notify_all()
+        delivery = self._prefetch.settled(delivery_tag)
         if delivery is None:
             return
         if bury:

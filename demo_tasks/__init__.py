@@ -1,6 +1,6 @@
 """The demo Celery app: ``celery -A demo_tasks worker -Q default`` runs ``mock_job``.
 
-Configured only from the environment (see demo_tasks.config).
+Configured only from the environment (see demo_tasks.app).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID, QUEUE_NAME,
 E2E_LOG (a file each task execution appends a line to), E2E_ACKS_LATE,
-E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH, E2E_LOG_NAMES=1 (worker log lines
-name their logger).
+E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH, E2E_WORKER_LOST_WAIT (Celery's
+worker_lost_wait, default 10 s), E2E_LOG_NAMES=1 (worker log lines name their logger).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ app.conf.update(
     task_acks_late=os.environ.get("E2E_ACKS_LATE", "1") == "1",
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=int(os.environ.get("E2E_PREFETCH", "1")),
+    worker_lost_wait=float(os.environ.get("E2E_WORKER_LOST_WAIT", "10")),
     broker_transport_options=json.loads(os.environ.get("E2E_TRANSPORT_OPTIONS", "{}")),
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,

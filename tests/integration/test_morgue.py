@@ -58,7 +58,9 @@ def test_an_unknown_task_goes_to_the_morgue_with_its_reason(start_worker, e2e_en
 
 def test_a_task_that_kills_its_worker_every_time_is_dead_lettered(
         start_worker, e2e_env, task_log, project, subscriber_client):
-    start_worker("-c", "1", transport_options={"dead_letter_attempts": 5})
+    # Celery waits worker_lost_wait (10 s by default) for a killed pool process before it
+    # rejects its task; 1 s keeps five rounds short.
+    start_worker("-c", "1", transport_options={"dead_letter_attempts": 5}, E2E_WORKER_LOST_WAIT="1")
     run_producer(e2e_env, "kill_worker.delay('poison')")
     listed = wait_for_morgue(e2e_env, 1, timeout=90)
     assert "dead-lettered after 5 delivery attempts" in listed, listed

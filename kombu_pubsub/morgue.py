@@ -42,6 +42,7 @@ RECORD_CONTENT_TYPE = "application/x-kombu-pubsub-morgue-record+json"
 _reject_reasons: list[Callable[[dict[str, Any]], str | None]] = []
 #: Functions installed apps give us to refuse a message before Celery sees it
 #: (Celery acks, and so loses, a message it cannot decode): payload → reason or None.
+#: One per app; a message is refused only when every installed app refuses it.
 _refusals: list[Callable[[dict[str, Any]], str | None]] = []
 #: Checks of Celery task messages, on once an app is installed: (payload, JSON body) → reason or None.
 _task_checks: list[Callable[[dict[str, Any], Any], str | None]] = []
@@ -87,10 +88,9 @@ def refusal(payload: dict[str, Any]) -> str | None:
         body = checks.json_body(payload)
     except wire.UndecodableMessage as exc:
         return exc.reason
-    for refuse in _refusals:
-        reason = refuse(payload)
-        if reason:
-            return reason
+    reasons = [refuse(payload) for refuse in _refusals]
+    if reasons and all(reasons):  # no installed app would take it
+        return reasons[0]
     for check in _task_checks:
         reason = check(payload, body)
         if reason:
@@ -104,8 +104,12 @@ def install(app: Celery) -> None:
     Also names the reason when the worker rejects a message for an unknown task,
     and refuses into the morgue, before Celery sees them, messages of a content
     type the app does not accept and task messages Celery would crash on or drop.
+    Installing an app again does nothing (one morgue record per failure).
     """
     from celery import signals
+
+    if getattr(app, "_kombu_pubsub_morgue", None) is not None:
+        return
 
     def on_task_failure(sender: Any = None, task_id: str | None = None, exception: Any = None,
                         args: Any = None, kwargs: Any = None, traceback: Any = None,

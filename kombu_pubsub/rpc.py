@@ -49,6 +49,7 @@ class Budget:
         # Guards _failing_since: RPCs run on the caller's and on background threads.
         self._lock = threading.Lock()
         self._failing_since: float | None = None
+        self._answered = False
 
     def deadline(self) -> float:
         with self._lock:
@@ -56,9 +57,17 @@ class Budget:
                 return self.total
             return max(self.MIN_ATTEMPT, self.total - (time.monotonic() - self._failing_since))
 
+    @property
+    def unproven(self) -> bool:
+        """True until a call first got an answer, and from a transient failure until a
+        call gets one again: a new connection should check that Pub/Sub answers."""
+        with self._lock:
+            return not self._answered or self._failing_since is not None
+
     def succeeded(self) -> None:
         with self._lock:
             self._failing_since = None
+            self._answered = True
 
     def failed(self, started: float) -> None:
         """Record a transient failure of a call that began at monotonic time `started`."""

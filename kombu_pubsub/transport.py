@@ -35,12 +35,13 @@ from typing import Any
 
 import google.auth.exceptions
 from celery import signals
+from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from kombu.transport import virtual
 
 from . import rpc
 from .acker import Acker
-from .admin import Admin, SubscriptionInfo
+from .admin import MORGUE_QUEUE, Admin, SubscriptionInfo
 from .channel import Channel
 from .consumer import ReadyBuffer
 from .delay import Scheduler
@@ -48,6 +49,8 @@ from .errors import (
     BrokerUnavailableError,
     ConfigurationError,
     ResourceMissingError,
+    as_kombu_error,
+    is_transient,
 )
 from .exchanges import ExchangeTopics
 from .leaser import Leaser
@@ -61,6 +64,8 @@ logger = logging.getLogger(__name__)
 RELEASE_GRACE = 2.0
 #: Longest wait of drain_events once the worker is told to stop, seconds (see release_prefetched).
 STOPPING_WAIT = 0.05
+#: Longest wait for Pub/Sub to answer the reachability check of a reconnect, seconds.
+PROBE_TIMEOUT = 5.0
 
 
 class Transport(virtual.Transport):
@@ -98,6 +103,7 @@ class Transport(virtual.Transport):
         self._publisher: Publisher | None = None
         self._acker: Acker | None = None
         self._leaser: Leaser | None = None
+        self._budget: rpc.Budget | None = None
         self.scheduler = Scheduler()
         #: queue name → its subscription, once ensured on this connection.
         self.subscriptions: dict[str, SubscriptionInfo] = {}
@@ -122,7 +128,7 @@ class Transport(virtual.Transport):
                     f"no Google Cloud credentials ({exc}); run 'gcloud auth application-default "
                     "login', set GOOGLE_APPLICATION_CREDENTIALS, or set PUBSUB_EMULATOR_HOST "
                     "to use the emulator") from None
-            budget = rpc.budget_for(self.project, self.options.publish_timeout)
+            budget = self._budget = rpc.budget_for(self.project, self.options.publish_timeout)
             self._admin = Admin(self.project, self.options, publisher_client, subscriber_client, budget)
             self._publisher = Publisher(publisher_client, self.options, budget, self.stats)
             self._acker = Acker(subscriber_client, self.options, budget, self.stats)
@@ -181,7 +187,32 @@ class Transport(virtual.Transport):
 
     def establish_connection(self) -> Transport:
         self._build()
+        assert self._budget is not None
+        if self._budget.unproven:
+            self._check_reachable()
         return super().establish_connection()
+
+    def _check_reachable(self) -> None:
+        """Connect only once Pub/Sub answers: on a process's first connection, and after
+        Pub/Sub failed to answer (one GetTopic RPC; any answer counts, even NotFound or
+        PermissionDenied).
+
+        Creating the clients makes no RPC, so without this check a connect always
+        succeeded: with Pub/Sub down, a worker's heartbeat then retried forever in
+        silence, or Celery re-declared its queues, failed and reconnected about ten
+        times a second, logging each. A failed connect makes Kombu back off instead
+        (Celery: "Cannot connect to pubsub://...: ... Trying again in 2.00 seconds").
+        """
+        assert self._clients is not None and self._budget is not None
+        started = time.monotonic()
+        try:
+            self._clients[0].get_topic(request={"topic": f"projects/{self.project}/topics/{MORGUE_QUEUE}"},
+                                       retry=None, timeout=min(PROBE_TIMEOUT, self._budget.deadline()))
+        except gexc.GoogleAPICallError as exc:
+            if is_transient(exc):
+                self._budget.failed(started)
+                raise as_kombu_error(exc, f"connecting to project {self.project!r}") from exc
+        self._budget.succeeded()
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         """Consuming thread: wait for a pulled message (no polling) and deliver it."""

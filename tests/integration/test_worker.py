@@ -120,3 +120,33 @@ def test_worker_survives_an_emulator_restart(start_worker, e2e_env, task_log, re
         if worker is not None:
             worker.stop()  # while its emulator still runs: a clean, quick shutdown
         emulator.stop()
+
+
+@pytest.mark.skipif(shutil.which("gcloud") is None,
+                    reason="starting a second emulator needs the gcloud CLI here (not in the compose image)")
+def test_a_worker_started_with_pubsub_down_backs_off_then_connects(start_worker, e2e_env, task_log,
+                                                                    record_property):
+    emulator = Emulator()  # its port, nothing listening yet
+    env = {"PUBSUB_EMULATOR_HOST": emulator.host}
+    worker = start_worker("-c", "1", wait=False, **env)
+    try:
+        deadline = time.monotonic() + 30
+        while worker.log().count("Cannot connect to pubsub://") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        down = worker.log()
+        # Celery's usual back-off ("Trying again in 2.00 seconds", then 4, ...) with the
+        # reason; not a reconnect storm, not a silent hang.
+        assert down.count("Cannot connect to pubsub://") >= 2, down[-3000:]
+        assert "Pub/Sub did not answer while connecting to project" in down
+        assert "Trying again in" in down
+        assert "Connection to broker lost" not in down and " ready." not in down
+        emulator.start()
+        came_up = time.monotonic()
+        worker.wait_ready(timeout=60)
+        record_property("started_down_ready_after_up_s", round(time.monotonic() - came_up, 1))
+        print(f"\nFIGURE started_down_ready_after_up_s: {time.monotonic() - came_up:.1f}")
+        run_producer(dict(e2e_env, **env), "record.delay('after')")
+        assert "after" in task_log.wait_for("done", 1, timeout=30), worker.log()[-3000:]
+    finally:
+        worker.stop()
+        emulator.stop()

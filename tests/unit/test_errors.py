@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from google.api_core import exceptions as gexc
 from kombu import Connection
@@ -31,3 +33,17 @@ def test_celery_reconnects_on_unavailability_but_not_on_refusals():
     assert issubclass(BrokerUnavailableError, transport.recoverable_connection_errors)
     assert not issubclass(PublishError, transport.connection_errors)
     assert not issubclass(PublishError, transport.recoverable_connection_errors)
+
+
+def test_a_budget_is_unproven_until_an_answer_and_again_after_a_transient_failure() -> None:
+    from kombu_pubsub.rpc import Budget
+
+    budget = Budget(10.0)
+    assert budget.unproven and budget.deadline() == 10.0
+    budget.succeeded()
+    assert not budget.unproven
+    budget.failed(started=time.monotonic() - 9.95)  # a call that began ~10 s ago failed
+    assert budget.unproven
+    assert budget.deadline() == Budget.MIN_ATTEMPT  # what is left of the bound, at least this
+    budget.succeeded()
+    assert not budget.unproven and budget.deadline() == 10.0

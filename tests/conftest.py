@@ -29,3 +29,18 @@ def emulator_host() -> Iterator[str]:
     finally:
         emulator.stop()
         os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+
+
+@pytest.fixture
+def no_installed_apps() -> Iterator[None]:
+    """Hide the checks apps installed in this process (kombu_pubsub.morgue.install registers
+    them process-wide); restore them after the test."""
+    import kombu_pubsub.morgue as morgue
+
+    registries = (morgue._reject_reasons, morgue._refusals, morgue._task_checks)
+    saved = [list(registry) for registry in registries]
+    for registry in registries:
+        registry.clear()
+    yield
+    for registry, items in zip(registries, saved, strict=True):
+        registry[:] = items

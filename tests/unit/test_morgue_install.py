@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from celery import Celery, signals
 
 import kombu_pubsub.morgue as morgue
 
-
-@pytest.fixture(autouse=True)
-def _own_registries() -> Iterator[None]:
-    registries = (morgue._reject_reasons, morgue._refusals, morgue._task_checks)
-    saved = [list(registry) for registry in registries]
-    for registry in registries:
-        registry.clear()
-    yield
-    for registry, items in zip(registries, saved, strict=True):
-        registry[:] = items
+pytestmark = pytest.mark.usefixtures("no_installed_apps")  # each test starts with none installed
 
 
 def task_message(content_type: str) -> dict:

@@ -32,9 +32,9 @@ app.conf.update(
 kombu_pubsub.morgue.install(app)
 if os.environ.get("KOMBU_PUBSUB_METRICS_PORT"):
     # Prometheus metrics from each worker (pip install 'kombu-pubsub[metrics]').
-    import kombu_pubsub.metrics
+    import kombu_pubsub.ops.metrics
 
-    kombu_pubsub.metrics.install(app)
+    kombu_pubsub.ops.metrics.install(app)
 
 
 class JobError(Exception):

@@ -17,9 +17,9 @@ from collections import defaultdict
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from . import rpc
 from .errors import PubSubError
 from .options import TransportOptions
+from .pubsub import rpc
 from .stats import Stats
 
 logger = logging.getLogger(__name__)

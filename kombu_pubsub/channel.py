@@ -17,10 +17,10 @@ from google.api_core import exceptions as gexc
 from kombu.transport import virtual
 
 from . import delay, exchanges, intake, morgue, wire
-from .admin import SubscriptionInfo
 from .consumer import Delivery, Puller
 from .errors import PublishError
 from .prefetch import Prefetch
+from .pubsub.admin import SubscriptionInfo
 from .qos import QoS
 from .temporary import TemporaryQueues
 

@@ -21,8 +21,8 @@ from google.api_core import exceptions as gexc
 from .errors import BrokerUnavailableError, PubSubError, as_kombu_error, is_transient
 
 if TYPE_CHECKING:
-    from .admin import SubscriptionInfo
     from .channel import Channel
+    from .pubsub.admin import SubscriptionInfo
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from . import delay, exchanges, morgue, wire
 from .consumer import Delivery
 
 if TYPE_CHECKING:
-    from .admin import SubscriptionInfo
     from .channel import Channel
+    from .pubsub.admin import SubscriptionInfo
 
 
 def accept(channel: Channel, info: SubscriptionInfo, queue: str, received: list) -> list[Delivery]:

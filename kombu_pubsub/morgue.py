@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from kombu import Queue
 
 from . import checks, wire
-from .admin import MORGUE_QUEUE
 from .errors import PubSubError
+from .pubsub.admin import MORGUE_QUEUE
 
 if TYPE_CHECKING:
     from celery import Celery

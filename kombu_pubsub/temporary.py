@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .errors import PubSubError
 
 if TYPE_CHECKING:
-    from .admin import SubscriptionInfo
+    from .pubsub.admin import SubscriptionInfo
     from .transport import Transport
 
 logger = logging.getLogger(__name__)

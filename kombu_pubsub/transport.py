@@ -39,9 +39,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from kombu.transport import virtual
 
-from . import rpc
 from .acker import Acker
-from .admin import MORGUE_QUEUE, Admin, SubscriptionInfo
 from .channel import Channel
 from .consumer import ReadyBuffer
 from .delay import Scheduler
@@ -55,7 +53,9 @@ from .errors import (
 from .exchanges import ExchangeTopics
 from .leaser import Leaser
 from .options import TransportOptions, project_from_url
-from .publisher import Publisher
+from .pubsub import rpc
+from .pubsub.admin import MORGUE_QUEUE, Admin, SubscriptionInfo
+from .pubsub.publisher import Publisher
 from .stats import Stats, live_transports
 
 logger = logging.getLogger(__name__)

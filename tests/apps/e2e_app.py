@@ -31,9 +31,9 @@ if os.environ.get("E2E_LOG_NAMES") == "1":
     app.conf.worker_log_format = "[%(asctime)s: %(levelname)s/%(processName)s %(name)s] %(message)s"
 kombu_pubsub.morgue.install(app)
 if os.environ.get("KOMBU_PUBSUB_METRICS_PORT"):
-    import kombu_pubsub.metrics
+    import kombu_pubsub.ops.metrics
 
-    kombu_pubsub.metrics.install(app)
+    kombu_pubsub.ops.metrics.install(app)
 RETRY_DELAY = float(os.environ.get("E2E_RETRY_DELAY", "1.5"))
 
 

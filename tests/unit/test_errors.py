@@ -36,7 +36,7 @@ def test_celery_reconnects_on_unavailability_but_not_on_refusals():
 
 
 def test_a_budget_is_unproven_until_an_answer_and_again_after_a_transient_failure() -> None:
-    from kombu_pubsub.rpc import Budget
+    from kombu_pubsub.pubsub.rpc import Budget
 
     budget = Budget(10.0)
     assert budget.unproven and budget.deadline() == 10.0

@@ -13,9 +13,8 @@ from kombu import Exchange, Queue
 
 import kombu_pubsub  # noqa: F401
 from kombu_pubsub import TransportOptions
-from kombu_pubsub.app_queues import QueueSpec, app_queues
-from kombu_pubsub.backlog import Backlog, Sample, read_backlog
-from kombu_pubsub.queue_report import (
+from kombu_pubsub.ops.app_queues import QueueSpec, app_queues
+from kombu_pubsub.ops.queue_report import (
     QueueInfo,
     drift,
     duration,
@@ -24,6 +23,7 @@ from kombu_pubsub.queue_report import (
     row,
     table,
 )
+from kombu_pubsub.pubsub.backlog import Backlog, Sample, read_backlog
 
 
 def route_nowhere(name, args, kwargs, options, task=None, **kw):

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError
-from .stats import COUNTERS, live_transports
+from ..errors import ConfigurationError
+from ..stats import COUNTERS, live_transports
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -38,7 +38,7 @@ def _prometheus() -> Any:
         from prometheus_client import core
     except ImportError:
         raise ConfigurationError(
-            "kombu_pubsub.metrics needs prometheus-client; install it with "
+            "kombu_pubsub.ops.metrics needs prometheus-client; install it with "
             "pip install 'kombu-pubsub[metrics]'") from None
     return prometheus_client, core
 

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 import google.auth.exceptions
 from google.cloud import pubsub_v1
 
-from . import naming, rpc
-from .admin import DETACHED_TOPIC, MORGUE_QUEUE, Admin
+from .. import naming
+from ..errors import ConfigurationError
+from ..pubsub import rpc
+from ..pubsub.admin import DETACHED_TOPIC, MORGUE_QUEUE, Admin
+from ..pubsub.backlog import Backlog, read_backlog
+from ..transport import Transport
 from .app_queues import QueueSpec
-from .backlog import Backlog, read_backlog
-from .errors import ConfigurationError
 from .queue_report import QueueInfo, drift, queue_info
-from .transport import Transport
 
 if TYPE_CHECKING:
     from celery import Celery

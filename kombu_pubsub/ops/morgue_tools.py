@@ -14,15 +14,15 @@ import json
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from . import wire
-from .admin import MORGUE_QUEUE
-from .errors import PubSubError
-from .morgue import RECORD_CONTENT_TYPE
+from .. import wire
+from ..errors import PubSubError
+from ..morgue import RECORD_CONTENT_TYPE
+from ..pubsub.admin import MORGUE_QUEUE
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from .transport import Transport
+    from ..transport import Transport
 
 #: Most entries one listing looks at (each pull returns at most 1,000).
 DEFAULT_LIMIT = 1000

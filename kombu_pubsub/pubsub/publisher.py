@@ -19,10 +19,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 
+from ..errors import PublishError, as_kombu_error, is_transient
+from ..options import TransportOptions
+from ..stats import Stats
 from . import rpc
-from .errors import PublishError, as_kombu_error, is_transient
-from .options import TransportOptions
-from .stats import Stats
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
+from ..errors import PubSubError
+from ..pubsub.admin import MORGUE_QUEUE
 from . import queue_report
-from .admin import MORGUE_QUEUE
 from .app_queues import app_queues
-from .errors import PubSubError
 from .morgue_tools import Entry, Morgue
 from .queue_tools import QueueTools
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .admin import DETACHED_TOPIC, MORGUE_QUEUE
+from ..options import TransportOptions
+from ..pubsub.admin import DETACHED_TOPIC, MORGUE_QUEUE
+from ..pubsub.backlog import Backlog
 from .app_queues import AppQueues
-from .backlog import Backlog
-from .options import TransportOptions
 
 #: Shown for a value that does not apply (the queue is missing).
 NONE = "-"

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 
-from .errors import as_kombu_error, is_transient
+from ..errors import as_kombu_error, is_transient
 
 T = TypeVar("T")
 

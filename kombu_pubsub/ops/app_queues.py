@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from celery.app.routes import MapRoute, prepare
 from kombu import Queue
 
-from .admin import MORGUE_QUEUE
+from ..pubsub.admin import MORGUE_QUEUE
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -17,9 +17,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from . import naming, rpc
-from .errors import PubSubError, ResourceMissingError
-from .options import TransportOptions
+from .. import naming
+from ..errors import PubSubError, ResourceMissingError
+from ..options import TransportOptions
+from . import rpc
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,6 +9,8 @@
         ├── ResourceMissingError        create_missing=False and a topic/subscription is absent
         ├── MessageTooLargeError        a message over Pub/Sub's 10 MB limit
         ├── PublishError                Pub/Sub refused or did not accept a publish in time
+        ├── AccessDeniedError           Pub/Sub refused a request for lack of permission or credentials
+        ├── RequestError                Pub/Sub refused any other request (not a publish)
         └── BrokerUnavailableError      Pub/Sub cannot be reached (a connection error: Celery reconnects)
 """
 
@@ -39,7 +41,18 @@ class MessageTooLargeError(PubSubError, ValueError):
 
 
 class PublishError(PubSubError, OperationalError):
-    """Pub/Sub refused a publish, or did not accept it within publish_timeout."""
+    """Pub/Sub refused a publish, or did not accept it within rpc_timeout."""
+
+    #: True when the publish failed because the topic does not exist.
+    topic_missing = False
+
+
+class AccessDeniedError(PubSubError):
+    """Pub/Sub refused a request: the credentials lack a role, or there are none."""
+
+
+class RequestError(PubSubError):
+    """Pub/Sub refused a request other than a publish (bad argument, precondition, not implemented)."""
 
 
 class BrokerUnavailableError(PubSubError, ConnectionError):
@@ -88,9 +101,9 @@ def as_kombu_error(exc: BaseException, doing: str) -> PubSubError:
             "network and credentials for Google Cloud)."
         )
     if isinstance(exc, (gexc.PermissionDenied, gexc.Unauthenticated)):
-        return PublishError(
-            f"Pub/Sub refused {doing}: {exc}. Grant the service account the "
-            "roles listed in the README (roles/pubsub.publisher, roles/pubsub.subscriber, "
+        return AccessDeniedError(
+            f"Pub/Sub refused {doing}: {exc}. Grant the service account the roles in the "
+            "operations guide (roles/pubsub.publisher, roles/pubsub.subscriber, and "
             "roles/pubsub.editor when queues are created on demand)."
         )
-    return PublishError(f"Pub/Sub failed while {doing}: {exc}")
+    return RequestError(f"Pub/Sub failed while {doing}: {exc}")

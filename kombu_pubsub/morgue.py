@@ -24,6 +24,7 @@ import traceback as tb
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from google.api_core import exceptions as gexc
 from kombu import Queue
 
 from . import checks, wire
@@ -33,7 +34,8 @@ from .pubsub.admin import MORGUE_QUEUE
 if TYPE_CHECKING:
     from celery import Celery
 
-    from .channel import Channel
+    from .pubsub.publisher import Publisher
+    from .stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +54,21 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat()
 
 
-def bury(channel: Channel, data: bytes, attributes: dict[str, str], reason: str, queue: str) -> bool:
-    """Publish a message to the morgue with why it is there; return False if that failed."""
+def bury(publisher: Publisher, topic_path: Callable[[], str], data: bytes, attributes: dict[str, str],
+         reason: str, queue: str, stats: Stats) -> bool:
+    """Publish a message to the morgue with why it is there; return False if that failed.
+
+    `topic_path` gives the morgue's topic, ensured with its subscription.
+    """
     marked = dict(attributes)
     marked.update(morgue_reason=reason[:1024], morgue_queue=queue[:1024], morgue_at=now_iso())
     try:
-        topic_path = channel.ensure_queue(MORGUE_QUEUE).topic_path
-        channel.connection.publisher.publish(topic_path, data, marked, awaited=True)
-    except PubSubError as exc:
+        publisher.publish(topic_path(), data, marked, awaited=True)
+    except (PubSubError, gexc.GoogleAPICallError) as exc:
         logger.error("Could not move a message from %r to the morgue (%s): %s. It stays on "
                      "its queue and will be redelivered.", queue, reason, exc)
         return False
-    channel.connection.stats.add("morgued")
+    stats.add("morgued")
     logger.warning("Moved a message from %r to the morgue: %s.", queue, reason)
     return True
 

@@ -19,6 +19,9 @@ DEFAULT_PROJECT = "job_queue"
 PROJECT_ENV = "PUBSUB_JOB_QUEUE_PROJECT_ID"
 DAY = 86400.0
 
+#: Other names an option is accepted under → its name.
+ALIASES = {"publish_timeout": "rpc_timeout"}
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -39,9 +42,10 @@ class TransportOptions:
     """Longest time a worker keeps a message leased, seconds, 10–86400. After it the
     lease is let go (WARNING) and Pub/Sub redelivers the message."""
 
-    publish_timeout: float = 20.0
-    """Longest time delay()/apply_async() waits for Pub/Sub to accept a message,
-    seconds, 0.1–300. Past it the call raises PublishError."""
+    rpc_timeout: float = 20.0
+    """Longest time any call to Pub/Sub may take, retries of transient errors included,
+    seconds, 0.1–300: delay()/apply_async() raise PublishError past it, other calls
+    BrokerUnavailableError. ``publish_timeout`` is accepted as another name for it."""
 
     fast_publish: bool = False
     """Hand messages to the client's batcher and return at once (no per-call round
@@ -84,6 +88,7 @@ class TransportOptions:
         values: dict[str, Any] = {}
         fields = {field.name: field for field in dataclasses.fields(cls)}
         for name, raw in (options or {}).items():
+            name = ALIASES.get(name, name)
             if name not in fields:
                 continue
             values[name] = _coerce(name, raw, fields[name].default)
@@ -95,7 +100,7 @@ class TransportOptions:
         """Raise ConfigurationError for the first option out of range."""
         _check_range("ack_deadline", self.ack_deadline, 10, 600)
         _check_range("max_lease", self.max_lease, 10, DAY)
-        _check_range("publish_timeout", self.publish_timeout, 0.1, 300)
+        _check_range("rpc_timeout", self.rpc_timeout, 0.1, 300)
         _check_range("message_retention", self.message_retention, 600, 31 * DAY)
         if self.subscription_ttl:
             _check_range("subscription_ttl", self.subscription_ttl, DAY, 31 * DAY)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .errors import PubSubError
 
 if TYPE_CHECKING:
+    from .engine.settling import Settler
     from .pubsub.admin import SubscriptionInfo
     from .transport import Transport
 
@@ -34,11 +35,11 @@ class TemporaryQueues:
                        "e.g. two workers with one -n node name, or one was killed); it is left "
                        "in place when this connection closes.", queue)
 
-    def delete_all(self, transport: Transport) -> None:
+    def delete_all(self, transport: Transport, settler: Settler) -> None:
         """Delete every owned queue; a failure is left to the temporary_ttl expiry."""
         for queue, info in self._owned.items():
             transport.subscriptions.pop(queue, None)
-            transport.acker.forget(info.path)  # acks still queued for it are moot
+            settler.forget(info.path)  # settles still queued for it are moot
             try:
                 transport.admin.delete_queue(queue, info)
             except PubSubError as exc:

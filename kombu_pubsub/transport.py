@@ -2,7 +2,9 @@
 
 Features
 ========
-* Type: Virtual
+* Type: Virtual, asynchronous: Celery's worker runs its event loop (``asynloop``)
+  with it, as with Redis and RabbitMQ; the blocking ``drain_events`` works too
+  (gevent, eventlet, plain Kombu consumers).
 * Supports Direct: Yes (a queue is a topic + subscription with the queue's name)
 * Supports Topic: Yes: durable queues routed by the publishing connection's bindings (as
   Kombu's virtual transports do); temporary queues (events, Flower) subscribe to the
@@ -19,53 +21,64 @@ Cloud with Application Default Credentials otherwise.
 
 Transport Options
 =================
-See :class:`kombu_pubsub.options.TransportOptions` (and the README table):
-``create_missing``, ``ack_deadline``, ``max_lease``, ``publish_timeout``,
-``fast_publish``, ``message_retention``, ``subscription_ttl``, ``temporary_ttl``,
-``pull_max_messages``, ``pull_timeout``, ``ack_batch_bytes``, ``max_defer_hop``,
-``dead_letter_attempts``.
+See :class:`kombu_pubsub.options.TransportOptions`: ``create_missing``,
+``ack_deadline``, ``max_lease``, ``rpc_timeout`` (also accepted as
+``publish_timeout``), ``fast_publish``, ``message_retention``,
+``subscription_ttl``, ``temporary_ttl``, ``pull_max_messages``, ``pull_timeout``,
+``ack_batch_bytes``, ``max_defer_hop``, ``dead_letter_attempts``.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import threading
 import time
 from typing import Any
 
 import google.auth.exceptions
-from celery import signals
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from kombu.transport import virtual
 
-from .acker import Acker
+from . import celery_hooks, morgue, pools
 from .channel import Channel
-from .consumer import ReadyBuffer
-from .delay import Scheduler
+from .engine import Delivery, Engine
 from .errors import (
+    AccessDeniedError,
     BrokerUnavailableError,
     ConfigurationError,
+    RequestError,
     ResourceMissingError,
     as_kombu_error,
     is_transient,
 )
 from .exchanges import ExchangeTopics
-from .leaser import Leaser
 from .options import TransportOptions, project_from_url
 from .pubsub import rpc
 from .pubsub.admin import MORGUE_QUEUE, Admin, SubscriptionInfo
 from .pubsub.publisher import Publisher
 from .stats import Stats, live_transports
 
-logger = logging.getLogger(__name__)
-
-#: Longest wait at close for pulls in flight to hand back what was just released, seconds.
-RELEASE_GRACE = 2.0
-#: Longest wait of drain_events once the worker is told to stop, seconds (see release_prefetched).
+#: Longest wait of drain_events once the worker is told to stop, seconds: Celery's
+#: blocking loop checks its stop flag only between calls.
 STOPPING_WAIT = 0.05
-#: Longest wait for Pub/Sub to answer the reachability check of a reconnect, seconds.
+#: Longest wait for Pub/Sub to answer the reachability check of a connect, seconds.
 PROBE_TIMEOUT = 5.0
+#: Most deliveries handed over per turn of Celery's event loop, so its other work
+#: (the pool's pipes, timers, remote control) gets its turn in between.
+READABLE_BATCH = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """What a connection builds on first use (creating clients makes no RPC)."""
+
+    publisher_client: pubsub_v1.PublisherClient
+    subscriber_client: pubsub_v1.SubscriberClient
+    budget: rpc.Budget
+    admin: Admin
+    publisher: Publisher
+    engine: Engine
 
 
 class Transport(virtual.Transport):
@@ -76,50 +89,48 @@ class Transport(virtual.Transport):
     driver_name = "google-cloud-pubsub"
     default_port = None
     implements = virtual.Transport.implements.extend(
-        asynchronous=False,
+        asynchronous=True,
         exchange_type=frozenset(["direct", "topic", "fanout"]),
         heartbeats=False,
     )
     # Connection errors make Celery reconnect; channel errors are reported as they are.
     connection_errors = virtual.Transport.connection_errors + (BrokerUnavailableError,)
-    channel_errors = virtual.Transport.channel_errors + (ResourceMissingError,)
+    channel_errors = virtual.Transport.channel_errors + (
+        ResourceMissingError, AccessDeniedError, RequestError)
     # Only these are retried by kombu's Connection.ensure(); a PublishError (already
-    # retried for publish_timeout) reaches the caller at once.
+    # retried for rpc_timeout) reaches the caller at once.
     recoverable_connection_errors = (BrokerUnavailableError,)
     recoverable_channel_errors = ()
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
+        pools.prepare_grpc()
+        celery_hooks.connect()
         self.options = TransportOptions.from_mapping(client.transport_options)
         self.project = project_from_url(client.hostname, client.port, client.userid,
                                         client.password, client.virtual_host)
-        self.ready = ReadyBuffer()
         self.stats = Stats()
         live_transports.add(self)
-        # Guards the lazily built clients and helpers below.
+        # Guards _parts and _closed: built on first use by whichever thread comes first.
         self._lock = threading.Lock()
-        self._clients: tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient] | None = None
-        self._admin: Admin | None = None
-        self._publisher: Publisher | None = None
-        self._acker: Acker | None = None
-        self._leaser: Leaser | None = None
-        self._budget: rpc.Budget | None = None
-        self.scheduler = Scheduler()
+        self._parts: _Parts | None = None
+        self._closed = False
         #: queue name → its subscription, once ensured on this connection.
         self.subscriptions: dict[str, SubscriptionInfo] = {}
         self._topics: dict[str, str] = {}
         self.exchange_topics = ExchangeTopics(self)
-        #: Pullers of closed channels, and how many messages were given back: see close_connection.
-        self.retired_pullers: list[Any] = []
-        self.released = 0
-        #: Set when the worker is told to stop: drain_events no longer waits.
+        #: Set when the worker is told to stop: prefetched messages go back, waits are short.
         self.stopping = False
+        self._released_prefetched = False
+        self._loop: Any = None
 
-    # -- clients, built on first use (creating a client makes no RPC) --------------
-    def _build(self) -> None:
+    # -- parts, built on first use; a closed connection stays closed ---------------------
+    def _build(self) -> _Parts:
         with self._lock:
-            if self._clients is not None:
-                return
+            if self._parts is not None:
+                return self._parts
+            if self._closed:
+                raise BrokerUnavailableError("this Pub/Sub connection was closed; open a new one")
             try:
                 publisher_client = pubsub_v1.PublisherClient()
                 subscriber_client = pubsub_v1.SubscriberClient()
@@ -128,50 +139,36 @@ class Transport(virtual.Transport):
                     f"no Google Cloud credentials ({exc}); run 'gcloud auth application-default "
                     "login', set GOOGLE_APPLICATION_CREDENTIALS, or set PUBSUB_EMULATOR_HOST "
                     "to use the emulator") from None
-            budget = self._budget = rpc.budget_for(self.project, self.options.publish_timeout)
-            self._admin = Admin(self.project, self.options, publisher_client, subscriber_client, budget)
-            self._publisher = Publisher(publisher_client, self.options, budget, self.stats)
-            self._acker = Acker(subscriber_client, self.options, budget, self.stats)
-            self._leaser = Leaser(self._acker, self.options, self.stats)
-            self._acker.start()
-            self._leaser.start()
-            self.scheduler.start()
-            self._clients = (publisher_client, subscriber_client)
+            budget = rpc.budget_for(self.project, self.options.rpc_timeout)
+            publisher = Publisher(publisher_client, self.options, budget, self.stats)
+            engine = Engine(subscriber_client, budget, self.options, self.stats, self.bury,
+                            self.republish)
+            engine.start()
+            self._parts = _Parts(publisher_client, subscriber_client, budget,
+                                 Admin(self.project, self.options, publisher_client, subscriber_client,
+                                       budget), publisher, engine)
+            return self._parts
 
     @property
     def connected(self) -> bool:
         """True between the first use of the clients and close."""
-        return self._clients is not None
+        return self._parts is not None
 
     @property
     def subscriber(self) -> pubsub_v1.SubscriberClient:
-        self._build()
-        assert self._clients is not None
-        return self._clients[1]
+        return self._build().subscriber_client
 
     @property
     def admin(self) -> Admin:
-        self._build()
-        assert self._admin is not None
-        return self._admin
+        return self._build().admin
 
     @property
     def publisher(self) -> Publisher:
-        self._build()
-        assert self._publisher is not None
-        return self._publisher
+        return self._build().publisher
 
     @property
-    def acker(self) -> Acker:
-        self._build()
-        assert self._acker is not None
-        return self._acker
-
-    @property
-    def leaser(self) -> Leaser:
-        self._build()
-        assert self._leaser is not None
-        return self._leaser
+    def engine(self) -> Engine:
+        return self._build().engine
 
     def ensure_topic(self, name: str) -> str:
         """Topic path for an exchange, created once per connection."""
@@ -180,100 +177,129 @@ class Transport(virtual.Transport):
             path = self._topics[name] = self.admin.ensure_topic(name)
         return path
 
+    def bury(self, data: bytes, attributes: dict[str, str], reason: str, queue: str) -> bool:
+        """Move a message to the morgue (its topic and subscription ensured); False if that failed."""
+        return morgue.bury(self.publisher, self._morgue_topic, data, attributes, reason, queue,
+                           self.stats)
+
+    def _morgue_topic(self) -> str:
+        info = self.subscriptions.get(MORGUE_QUEUE)
+        if info is None:
+            info = self.admin.ensure_subscription(MORGUE_QUEUE, MORGUE_QUEUE, temporary=False)
+            self.subscriptions[MORGUE_QUEUE] = info
+        return info.topic_path
+
+    def republish(self, topic_path: str, data: bytes, attributes: dict[str, str]) -> None:
+        """Publish a copy of a pulled message and wait until Pub/Sub accepted it."""
+        self.publisher.publish(topic_path, data, attributes, awaited=True)
+
     # -- Kombu transport contract -------------------------------------------------
     @property
     def default_connection_params(self) -> dict[str, Any]:
         return {}
 
     def establish_connection(self) -> Transport:
-        self._build()
-        assert self._budget is not None
-        if self._budget.unproven:
-            self._check_reachable()
+        parts = self._build()
+        if parts.budget.unproven:
+            self._check_reachable(parts)
         return super().establish_connection()
 
-    def _check_reachable(self) -> None:
+    def _check_reachable(self, parts: _Parts) -> None:
         """Connect only once Pub/Sub answers: on a process's first connection, and after
         Pub/Sub failed to answer (one GetTopic RPC; any answer counts, even NotFound or
         PermissionDenied).
 
-        Creating the clients makes no RPC, so without this check a connect always
-        succeeded: with Pub/Sub down, a worker's heartbeat then retried forever in
-        silence, or Celery re-declared its queues, failed and reconnected about ten
-        times a second, logging each. A failed connect makes Kombu back off instead
-        (Celery: "Cannot connect to pubsub://...: ... Trying again in 2.00 seconds").
+        Creating the clients makes no RPC: without this check a connect always
+        succeeds, and with Pub/Sub down a worker would retry its first heartbeat
+        in silence. A failed connect makes Kombu back off instead (Celery:
+        "Cannot connect to pubsub://...: ... Trying again in 2.00 seconds").
         """
-        assert self._clients is not None and self._budget is not None
         started = time.monotonic()
         try:
-            self._clients[0].get_topic(request={"topic": f"projects/{self.project}/topics/{MORGUE_QUEUE}"},
-                                       retry=None, timeout=min(PROBE_TIMEOUT, self._budget.deadline()))
+            parts.publisher_client.get_topic(
+                request={"topic": f"projects/{self.project}/topics/{MORGUE_QUEUE}"},
+                retry=None, timeout=min(PROBE_TIMEOUT, parts.budget.deadline()))
         except gexc.GoogleAPICallError as exc:
             if is_transient(exc):
-                self._budget.failed(started)
+                parts.budget.failed(started)
                 raise as_kombu_error(exc, f"connecting to project {self.project!r}") from exc
-        self._budget.succeeded()
+        parts.budget.succeeded()
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
-        """Consuming thread: wait for a pulled message (no polling) and deliver it."""
-        delivery = self.ready.take(STOPPING_WAIT if self.stopping else timeout)
-        if delivery is None:
-            raise TimeoutError()
-        delivery.channel.deliver(delivery)
+        """Consuming thread (Celery's blocking loop, plain Kombu consumers): wait for one
+        message and deliver it; socket.timeout when none came within `timeout`."""
+        inbox = self.engine.inbox
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            inbox.doorbell.clear()
+            if self.stopping:
+                self.release_prefetched()
+                soon = time.monotonic() + STOPPING_WAIT
+                deadline = soon if deadline is None else min(deadline, soon)
+            delivery = inbox.take()
+            if delivery is not None:
+                self.deliver(delivery)
+                return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError()
+            inbox.doorbell.wait(remaining)
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """Celery's event loop polls the inbox's doorbell and calls on_readable."""
+        fd = self.engine.inbox.doorbell.fileno()
+        self._loop = loop
+        loop.add_reader(fd, self.on_readable, fd)
+
+    def on_readable(self, fileno: int) -> None:
+        """Event loop: deliver what is ready, a batch per turn; raise a recorded engine error."""
+        if self._closed:
+            return
+        inbox = self.engine.inbox
+        inbox.doorbell.clear()
+        if self.stopping:
+            self.release_prefetched()
+        for _ in range(READABLE_BATCH):
+            delivery = inbox.take()
+            if delivery is None:
+                return
+            self.deliver(delivery)
+        inbox.doorbell.ring()  # more may be ready: come back after the loop's other work
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Consuming thread: hand one delivery to its channel's consumer."""
+        delivery.owner.deliver(delivery)
+
+    def stop_consuming_soon(self) -> None:
+        """The worker is stopping (signal handler: no lock, one write): the consuming thread
+        gives prefetched messages back on its next turn, and stops waiting long."""
+        self.stopping = True
+        parts = self._parts
+        if parts is not None:
+            parts.engine.inbox.doorbell.ring()
 
     def release_prefetched(self) -> None:
-        """The worker is stopping: stop pulling task queues, nack what Celery has not taken
-        yet, and stop drain_events from waiting (any thread).
-
-        Celery's blocking loop checks its stop flag only between drain_events calls,
-        and makes one more call after seeing it: with its 2 s timeout, an idle worker
-        took 2-4 s to begin shutting down.
-        """
-        self.stopping = True
-        self.ready.wake()
+        """Consuming thread, once the worker is stopping: stop pulling task queues and nack
+        their messages Celery has not taken (remote control keeps going)."""
+        if self._released_prefetched:
+            return
+        self._released_prefetched = True
         for channel in list(self.channels):
             channel.release_prefetched()
 
     def close_connection(self, connection: Any) -> None:
-        """Close channels (stop pulling, release messages) → flush acks → stop leasing → close clients."""
+        """Close channels (stop pulling, release messages) → the engine (send settles, stop
+        leasing) → the clients."""
         super().close_connection(connection)
-        if self.released:
-            # A pull still in flight would take the messages just nacked (the emulator
-            # then holds them for a whole ack deadline): let it return them, to be nacked
-            # again, before the client cancels it. Bounded: shutdown is not held up for long.
-            deadline = time.monotonic() + RELEASE_GRACE
-            for puller in self.retired_pullers:
-                puller.join(deadline - time.monotonic())
-        self.retired_pullers.clear()
-        # A puller whose pull ended as its channel closed may have added more: nack them
-        # while the acker still runs.
-        for delivery in self.ready.remove_channel(None):
-            delivery.channel.release([delivery])
         with self._lock:
-            clients, self._clients = self._clients, None
-        if clients is None:
+            parts, self._parts = self._parts, None
+            self._closed = True
+        if parts is None:
             return
-        assert self._acker is not None and self._leaser is not None and self._publisher is not None
-        self.scheduler.stop()  # held messages: their deadline ends just past their ETA
-        self._acker.stop()
-        self._leaser.stop()
-        self._publisher.close()
-        publisher_client, subscriber_client = clients
-        publisher_client.stop()
-        subscriber_client.close()  # also cancels pulls still in flight
-
-
-def _on_worker_shutting_down(**kwargs: Any) -> None:
-    """Celery's SIGTERM handler (main thread): give prefetched messages back at once.
-
-    Celery stops consuming only after its running tasks end and meanwhile keeps
-    taking buffered messages; releasing them now lets other workers start them at
-    once. Work happens on a short thread: no locks are taken in a signal handler.
-    """
-    transports = [transport for transport in list(live_transports) if transport.connected]
-    if transports:
-        threading.Thread(target=lambda: [t.release_prefetched() for t in transports],
-                         name="kombu-pubsub-release", daemon=True).start()
-
-
-signals.worker_shutting_down.connect(_on_worker_shutting_down, weak=False)
+        if self._loop is not None:
+            self._loop.remove_reader(parts.engine.inbox.doorbell.fileno())
+            self._loop = None
+        parts.engine.close()
+        parts.publisher.close()
+        parts.publisher_client.stop()
+        parts.subscriber_client.close()  # also cancels pulls still in flight

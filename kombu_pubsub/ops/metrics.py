@@ -67,10 +67,10 @@ class Collector:
             sum_value=latency_sum)
         yield core.GaugeMetricFamily(
             "kombu_pubsub_messages_in_hand", "Messages leased: with Celery or being worked on.",
-            value=sum(len(t.leaser) for t in transports))
+            value=sum(len(t.engine.leaser) for t in transports))
         yield core.GaugeMetricFamily(
             "kombu_pubsub_oldest_in_hand_seconds", "How long the longest-held message has been held.",
-            value=max((t.leaser.oldest_age() for t in transports), default=0.0))
+            value=max((t.engine.leaser.oldest_age() for t in transports), default=0.0))
 
 
 def _bound(bound: float) -> str:

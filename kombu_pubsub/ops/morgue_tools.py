@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import wire
 from ..errors import PubSubError
 from ..morgue import RECORD_CONTENT_TYPE
+from ..pubsub import rpc
 from ..pubsub.admin import MORGUE_QUEUE
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ class Morgue:
                 raise KeyError(f"nothing in the morgue has message id or task id {ident!r}")
             for entry in chosen:
                 self._requeue(entry)  # accepted by Pub/Sub before the entry is acked
-                self.transport.acker.ack(self.info.path, entry.ack_id)
+                self._settle([entry.ack_id], ack=True)
                 replayed.append(entry)
         finally:
             self._release([e for e in held if e not in replayed])
@@ -135,18 +136,27 @@ class Morgue:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 response = self.transport.subscriber.pull(request={
                     "subscription": self.info.path, "max_messages": min(1000, limit - len(entries)),
-                    "return_immediately": True}, timeout=self.transport.options.publish_timeout)
+                    "return_immediately": True}, timeout=self.transport.options.rpc_timeout)
             if not response.received_messages:
                 break
             entries.extend(_entry(item) for item in response.received_messages)
         return entries
 
     def _release(self, entries: list[Entry]) -> None:
-        """Give back what we pulled but keep, and send all queued acks/nacks now."""
+        """Give back what we pulled but keep."""
         if entries:
-            self.transport.acker.modify(self.info.path, [e.ack_id for e in entries], 0)
-        self.transport.acker.stop()  # sends everything queued
-        self.transport.acker.start()
+            self._settle([e.ack_id for e in entries], ack=False)
+
+    def _settle(self, ack_ids: list[str], ack: bool) -> None:
+        """Ack (or nack) pulled entries now, in one request."""
+        subscriber, path = self.transport.subscriber, self.info.path
+        budget = rpc.budget_for(self.transport.project, self.transport.options.rpc_timeout)
+        if ack:
+            rpc.call(subscriber.acknowledge, f"acking on {path!r}", budget,
+                     subscription=path, ack_ids=ack_ids)
+        else:
+            rpc.call(subscriber.modify_ack_deadline, f"nacking on {path!r}", budget,
+                     subscription=path, ack_ids=ack_ids, ack_deadline_seconds=0)
 
 
 def _entry(item: Any) -> Entry:

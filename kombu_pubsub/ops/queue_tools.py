@@ -74,7 +74,7 @@ class QueueTools:
         # Always creating: provisioning is what makes queues where create_missing is off.
         self.admin = Admin(self.project, dataclasses.replace(self.options, create_missing=True),
                            self._publisher, self._subscriber,
-                           rpc.budget_for(self.project, self.options.publish_timeout))
+                           rpc.budget_for(self.project, self.options.rpc_timeout))
 
     def close(self) -> None:
         self._subscriber.close()

@@ -1,7 +1,7 @@
 """Topics and subscriptions: ensure (race-safe create), delete, purge.
 
 Separate from the channel so provisioning tools and tests use the same code
-the transport does. Every call is bounded by ``publish_timeout``.
+the transport does. Every call is bounded by ``rpc_timeout``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Publishing: awaited by default (Pub/Sub accepted it before delay() returns), or fast.
 
 Awaited: one synchronous Publish RPC per message, no batching thread in the
-way, transient errors retried until ``publish_timeout``, then PublishError.
+way, transient errors retried until ``rpc_timeout``, then PublishError.
 Fast (``fast_publish``): the client library's batcher; futures are tracked so
 close() and interpreter exit flush them, and failures are logged and counted.
 """
@@ -19,6 +19,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 
+from .. import pools
 from ..errors import PublishError, as_kombu_error, is_transient
 from ..options import TransportOptions
 from ..stats import Stats
@@ -62,11 +63,12 @@ class Publisher:
         started = time.monotonic()
         deadline = self._budget.deadline()
         try:
-            GapicPublisher.publish(
+            # Under eventlet the blocking call runs on an OS thread (pools.py).
+            pools.offload(lambda: GapicPublisher.publish(
                 self._client,
                 request={"topic": topic_path, "messages": [{"data": data, "attributes": attributes}]},
                 retry=rpc.retry_within(deadline), timeout=deadline,
-            )
+            ))
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             with self._lock:
                 self.failed += 1
@@ -100,10 +102,10 @@ class Publisher:
             pending = list(self._pending)
         if not pending:
             return 0
-        done, not_done = futures.wait(pending, timeout=timeout or self._options.publish_timeout)
+        done, not_done = futures.wait(pending, timeout=timeout or self._options.rpc_timeout)
         if not_done:
             logger.error("%d fast-mode messages were not accepted by Pub/Sub within %.1fs "
-                         "and may be lost.", len(not_done), timeout or self._options.publish_timeout)
+                         "and may be lost.", len(not_done), timeout or self._options.rpc_timeout)
         return len(not_done)
 
     def close(self) -> None:
@@ -114,17 +116,18 @@ class Publisher:
 
 def _publish_error(exc: BaseException, topic_path: str) -> PublishError:
     if isinstance(exc, gexc.NotFound):
-        return PublishError(
+        error = PublishError(
             f"topic {topic_path!r} does not exist (deleted, or the emulator restarted); "
             "declare the queue again or run 'celery pubsub provision'"
         )
-    mapped = as_kombu_error(exc, f"publishing to {topic_path!r}")
-    if isinstance(mapped, PublishError):
-        return mapped
-    return PublishError(
-        f"Pub/Sub did not accept a message for {topic_path!r} within the publish_timeout: {exc}. "
-        "Check that Pub/Sub is reachable (PUBSUB_EMULATOR_HOST for the emulator)."
-    )
+        error.topic_missing = True
+        return error
+    if is_transient(exc):
+        return PublishError(
+            f"Pub/Sub did not accept a message for {topic_path!r} within the rpc_timeout: {exc}. "
+            "Check that Pub/Sub is reachable (PUBSUB_EMULATOR_HOST for the emulator)."
+        )
+    return PublishError(str(as_kombu_error(exc, f"publishing to {topic_path!r}")))
 
 
 @atexit.register

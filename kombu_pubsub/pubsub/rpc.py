@@ -35,7 +35,7 @@ class Budget:
 
     Kombu's ``Connection.ensure`` (and so Celery's ``apply_async``) retries a
     connection error a few times; if each attempt waited the full
-    ``publish_timeout`` the caller would wait several times that. So after a
+    ``rpc_timeout`` the caller would wait several times that. So after a
     call fails, later calls only get what is left of the bound counted from when
     that call *started* (at least MIN_ATTEMPT seconds, to keep probing), until a
     call succeeds again.

@@ -103,12 +103,12 @@ def test_closing_a_channel_releases_its_unacked_messages_at_once(connect):
 
 
 def test_a_worker_told_to_stop_releases_its_prefetch_and_drain_events_stops_waiting(connect):
-    # What Celery's worker_shutting_down signal (SIGTERM) triggers: see Transport.release_prefetched.
+    # What Celery's worker_shutting_down signal (SIGTERM) triggers: see Transport.stop_consuming_soon.
     with connect() as idle:
         with Consumer(idle, [Queue("stopping-idle")], callbacks=[lambda b, m: None]):
             drain(idle, lambda: False, timeout=0.5)
             # A drain_events waiting when the stop comes returns at once ...
-            threading.Timer(0.5, idle.transport.release_prefetched).start()
+            threading.Timer(0.5, idle.transport.stop_consuming_soon).start()
             started = time.monotonic()
             with pytest.raises(TimeoutError):
                 idle.drain_events(timeout=30)
@@ -123,9 +123,13 @@ def test_a_worker_told_to_stop_releases_its_prefetch_and_drain_events_stops_wait
         held, taken = [], []
         with Consumer(first, [queue], callbacks=[lambda b, m: held.append(m)], prefetch_count=2):
             drain(first, lambda: len(held) == 2, timeout=5)
-            held[0].ack()  # room for one more: the puller takes it into the buffer
-            time.sleep(1.0)
-            first.transport.release_prefetched()
+            held[0].ack()  # room for one more: the puller takes it into the inbox
+            inbox = first.transport.engine.inbox
+            deadline = time.monotonic() + 10
+            while len(inbox) < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(inbox) == 1
+            first.transport.stop_consuming_soon()
             with pytest.raises(TimeoutError):
                 first.drain_events(timeout=1)
             assert len(held) == 2  # the buffered one was not delivered here ...

@@ -9,19 +9,26 @@ from google.api_core import exceptions as gexc
 from kombu import Connection
 
 import kombu_pubsub  # noqa: F401
-from kombu_pubsub.errors import BrokerUnavailableError, PublishError, as_kombu_error, is_transient
+from kombu_pubsub.errors import (
+    AccessDeniedError,
+    BrokerUnavailableError,
+    PublishError,
+    RequestError,
+    as_kombu_error,
+    is_transient,
+)
 
 
 @pytest.mark.parametrize(("error", "kind", "hint"), [
     (gexc.ServiceUnavailable("down"), BrokerUnavailableError, "PUBSUB_EMULATOR_HOST"),
     (gexc.DeadlineExceeded("slow"), BrokerUnavailableError, "reachable"),
     (gexc.RetryError("gave up", None), BrokerUnavailableError, "reachable"),
-    (gexc.PermissionDenied("no"), PublishError, "roles/pubsub.publisher"),
-    (gexc.Unauthenticated("who"), PublishError, "roles/pubsub"),
-    (gexc.InvalidArgument("bad"), PublishError, "bad"),
+    (gexc.PermissionDenied("no"), AccessDeniedError, "roles/pubsub.subscriber"),
+    (gexc.Unauthenticated("who"), AccessDeniedError, "roles/pubsub"),
+    (gexc.InvalidArgument("bad"), RequestError, "bad"),
 ])
 def test_google_errors_map_to_our_tree_with_a_hint(error, kind, hint):
-    mapped = as_kombu_error(error, "publishing to 'x'")
+    mapped = as_kombu_error(error, "pulling from 'x'")
     assert type(mapped) is kind
     assert hint in str(mapped)
     assert is_transient(error) is (kind is BrokerUnavailableError)
@@ -33,6 +40,9 @@ def test_celery_reconnects_on_unavailability_but_not_on_refusals():
     assert issubclass(BrokerUnavailableError, transport.recoverable_connection_errors)
     assert not issubclass(PublishError, transport.connection_errors)
     assert not issubclass(PublishError, transport.recoverable_connection_errors)
+    for refusal in (AccessDeniedError, RequestError):
+        assert issubclass(refusal, transport.channel_errors)
+        assert not issubclass(refusal, transport.connection_errors)
 
 
 def test_a_budget_is_unproven_until_an_answer_and_again_after_a_transient_failure() -> None:

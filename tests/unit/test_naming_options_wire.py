@@ -53,7 +53,8 @@ def test_the_mapping_never_sends_two_names_to_one_id():
     ({"create_missing": "1"}, "create_missing", True),
     ({"fast_publish": True}, "fast_publish", True),
     ({"pull_max_messages": "250"}, "pull_max_messages", 250),
-    ({"publish_timeout": 0.5}, "publish_timeout", 0.5),
+    ({"publish_timeout": 0.5}, "rpc_timeout", 0.5),  # its other name
+    ({"rpc_timeout": "2.5"}, "rpc_timeout", 2.5),
     ({"subscription_ttl": "0"}, "subscription_ttl", 0.0),
     ({"polling_interval": 1}, "ack_deadline", 30.0),  # Kombu's own options are ignored
 ])

@@ -1,0 +1,247 @@
+"""The inbox: pulled messages waiting for Celery, and each channel's prefetch window.
+
+Pullers put deliveries here; Celery's consuming thread takes them, either in
+``drain_events`` (the blocking loop) or when the event loop sees the inbox's
+file descriptor readable (``on_readable``, the asynchronous loop). A
+self-pipe, the doorbell, is readable whenever something may be ready: every
+hub can poll it (Celery's, gevent's, eventlet's), and ringing it is one
+``write`` that is safe from a signal handler.
+
+Room in a channel's window is taken when a message arrives, never reserved
+ahead: a pull waiting on a quiet queue holds no room that a busy queue needs.
+A message is handed to Celery only while its channel is under the prefetch
+limit; until then it waits here, leased.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import posix
+import select
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .threads import os_threading
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Delivery:
+    """One Pub/Sub message pulled for a queue, on its way to Celery."""
+
+    owner: Any
+    """The Kombu channel that consumes the queue (opaque to the engine)."""
+    window: Window
+    queue: str
+    subscription_path: str
+    ack_id: str
+    payload: dict[str, Any]
+
+    @property
+    def tag(self) -> Any:
+        return self.payload["properties"]["delivery_tag"]
+
+
+class Doorbell:
+    """A pipe that is readable while the consuming thread has something to look at."""
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = posix.pipe()
+        posix.set_blocking(self._read_fd, False)
+        posix.set_blocking(self._write_fd, False)
+        self._rung = False
+
+    def fileno(self) -> int:
+        return self._read_fd
+
+    def ring(self) -> None:
+        """Make the pipe readable (any thread, and signal handlers: no lock)."""
+        if not self._rung:
+            self._rung = True
+            try:
+                posix.write(self._write_fd, b"\0")
+            except OSError as exc:  # full (cannot be: one byte at a time) or closed
+                if exc.errno not in (errno.EAGAIN, errno.EBADF):
+                    raise
+
+    def clear(self) -> None:
+        """Consuming thread, before it looks at the inbox: empty the pipe."""
+        self._rung = False
+        try:
+            while posix.read(self._read_fd, 512):
+                pass
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EBADF):
+                raise
+
+    def wait(self, timeout: float | None) -> None:
+        """Wait until rung or `timeout` seconds passed (cooperative under gevent and eventlet)."""
+        try:
+            select.select([self._read_fd], [], [], timeout)
+        except (OSError, ValueError):
+            pass  # closed while waiting: the caller finds out
+
+    def close(self) -> None:
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                posix.close(fd)
+            except OSError:
+                pass
+
+
+class Window:
+    """One channel's share of Celery's prefetch: what waits in the inbox and what Celery holds.
+
+    `limit` returns the channel's prefetch count (0: no limit), read on each use
+    since Celery changes it (autoscale, QoS updates).
+    """
+
+    def __init__(self, limit: Callable[[], int], on_room: Callable[[], None]) -> None:
+        self._limit = limit
+        self._on_room = on_room
+        # Guards the counts; notified when room was made or pullers must look again.
+        self._cond = os_threading().Condition()
+        self._waiting = 0
+        self._with_celery: dict[Any, Delivery] = {}
+
+    def free(self) -> int | None:
+        """How many more messages may arrive for this channel; None when there is no limit."""
+        limit = self._limit()
+        if not limit:
+            return None
+        with self._cond:
+            return limit - len(self._with_celery) - self._waiting
+
+    def can_take(self) -> bool:
+        """True while Celery may be handed one more message."""
+        limit = self._limit()
+        return not limit or len(self._with_celery) < limit
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Puller thread: wait until there is room (or a wake-up); True if there is room."""
+        with self._cond:
+            free = self.free_locked()
+            if free is not None and free <= 0:
+                self._cond.wait(timeout)
+                free = self.free_locked()
+            return free is None or free > 0
+
+    def free_locked(self) -> int | None:
+        limit = self._limit()
+        return None if not limit else limit - len(self._with_celery) - self._waiting
+
+    def arrived(self, count: int) -> None:
+        with self._cond:
+            self._waiting += count
+
+    def left(self, count: int) -> None:
+        """`count` waiting messages left the inbox without reaching Celery (released)."""
+        with self._cond:
+            self._waiting -= count
+            self._cond.notify_all()
+
+    def handed(self, delivery: Delivery, held: bool) -> None:
+        """A waiting message went to Celery; `held` until settled (no_ack: not held)."""
+        with self._cond:
+            self._waiting -= 1
+            if held:
+                self._with_celery[delivery.tag] = delivery
+            else:
+                self._cond.notify_all()
+
+    def hold(self, delivery: Delivery) -> None:
+        """A message fetched with basic_get goes straight to Celery."""
+        with self._cond:
+            self._with_celery[delivery.tag] = delivery
+
+    def settled(self, tag: Any) -> Delivery | None:
+        """Celery is done with `tag`: forget it and return its delivery (None if unknown)."""
+        with self._cond:
+            delivery = self._with_celery.pop(tag, None)
+            self._cond.notify_all()
+        if delivery is not None:
+            self._on_room()
+        return delivery
+
+    def holds(self, tag: Any) -> bool:
+        with self._cond:
+            return tag in self._with_celery
+
+    def unsettled(self) -> list[Delivery]:
+        with self._cond:
+            return list(self._with_celery.values())
+
+    def wake(self) -> None:
+        """Wake pullers waiting for room: the limit changed, or they must stop."""
+        with self._cond:
+            self._cond.notify_all()
+
+
+class Inbox:
+    """Deliveries waiting for the consuming thread, in arrival order, with the doorbell."""
+
+    def __init__(self) -> None:
+        # Guards _items and _error.
+        self._lock = os_threading().Lock()
+        self._items: deque[Delivery] = deque()
+        self._error: BaseException | None = None
+        self.doorbell = Doorbell()
+
+    def put_many(self, deliveries: list[Delivery]) -> None:
+        """Puller or scheduler thread: messages are ready for Celery."""
+        if not deliveries:
+            return
+        for delivery in deliveries:
+            delivery.window.arrived(1)
+        with self._lock:
+            self._items.extend(deliveries)
+        self.doorbell.ring()
+
+    def fail(self, error: BaseException) -> None:
+        """Record an error for the consuming thread to raise (the first one wins)."""
+        with self._lock:
+            if self._error is None:
+                self._error = error
+        self.doorbell.ring()
+
+    def ring_if_waiting(self) -> None:
+        """Room was made: ring if messages wait for it (unlocked read; put_many rings anyway)."""
+        if self._items:
+            self.doorbell.ring()
+
+    def take(self) -> Delivery | None:
+        """Consuming thread: the oldest delivery whose channel may take it, now handed over; or None.
+
+        Raises an error a background thread recorded.
+        """
+        with self._lock:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            for index, delivery in enumerate(self._items):
+                if delivery.window.can_take():
+                    del self._items[index]
+                    return delivery
+        return None
+
+    def remove(self, matches: Callable[[Delivery], bool]) -> list[Delivery]:
+        """Take out and return the deliveries that match (they will not reach Celery)."""
+        with self._lock:
+            taken = [item for item in self._items if matches(item)]
+            if taken:
+                self._items = deque(item for item in self._items if not matches(item))
+        counts: dict[int, tuple[Window, int]] = {}
+        for item in taken:
+            window, count = counts.get(id(item.window), (item.window, 0))
+            counts[id(item.window)] = (window, count + 1)
+        for window, count in counts.values():
+            window.left(count)
+        return taken
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def close(self) -> None:
+        self.doorbell.close()

@@ -1,0 +1,160 @@
+"""Pulling: one thread per consumed queue, each keeping one cancellable pull outstanding.
+
+A puller pulls only while its channel's window has room, and takes room when
+messages arrive (inbox.py), never ahead: a pull waiting on a quiet queue holds
+nothing back from a busy one, so every queue's next message starts within
+about one pull round trip, whatever the number of queues. Each pull asks for
+the free room shared among the channel's busy queues (at least one message),
+so a burst on many queues overshoots the prefetch by at most a few messages,
+which wait in the inbox, leased.
+
+A closed consumer cancels its pull in flight (pubsub/pulls.py): a pull left
+waiting would take the next messages of its queue and hold them for a whole
+ack deadline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from ..errors import BrokerUnavailableError, PubSubError, as_kombu_error, is_transient
+from ..pubsub.admin import SubscriptionInfo
+from ..pubsub.pulls import PullCall
+from .clock import Clock
+from .inbox import Delivery, Inbox, Window
+from .intake import Intake
+from .threads import EngineThread, os_threading
+
+logger = logging.getLogger(__name__)
+
+#: How long a puller retries transient errors before it reports the connection
+#: lost (Celery then reconnects and re-declares), seconds.
+RECONNECT_AFTER = 5.0
+#: Pause between pulls that failed with a transient error, seconds.
+ERROR_BACKOFF = 0.5
+#: Longest wait for room without a wake-up (one missed would cost only this), seconds.
+ROOM_RECHECK = 1.0
+
+#: Start a pull: (subscription path, max messages, timeout seconds) → a pull in flight.
+StartPull = Callable[[str, int, float], PullCall]
+
+
+@dataclasses.dataclass(eq=False)
+class Consumer:
+    """What the engine needs to consume one queue for one Kombu channel."""
+
+    owner: Any
+    """The Kombu channel (opaque to the engine: deliveries carry it back to Kombu)."""
+    queue: str
+    subscription: SubscriptionInfo
+    window: Window
+    next_tag: Callable[[], int]
+    """A new delivery tag (the channel's counter)."""
+    wanted: Callable[[dict[str, Any]], bool]
+    """False for a message on an exchange topic that matches none of this queue's bindings."""
+    busy: int = 0
+    """Messages its last pull brought (for the share of the window its next pull asks for)."""
+
+
+class Puller(EngineThread):
+    """Owns the thread pulling one queue's subscription for one consumer."""
+
+    def __init__(self, consumer: Consumer, start_pull: StartPull, intake: Intake, inbox: Inbox,
+                 release: Callable[[list[Delivery]], None], clock: Clock, pull_timeout: float,
+                 pull_max_messages: int, busy_peers: Callable[[Window], int],
+                 on_crash: Callable[[BaseException], None]) -> None:
+        super().__init__(f"kombu-pubsub-puller-{consumer.queue}", on_crash)
+        self.consumer = consumer
+        self._start_pull = start_pull
+        self._intake = intake
+        self._inbox = inbox
+        self._release = release
+        self._clock = clock
+        self._pull_timeout = pull_timeout
+        self._pull_max = pull_max_messages
+        self._busy_peers = busy_peers
+        # Guards _call: set by the puller, cancelled by whoever stops it.
+        self._lock = os_threading().Lock()
+        self._call: PullCall | None = None
+        self._failing_since: float | None = None
+        #: Waits between failed pulls; a test may replace it.
+        self.pause: Callable[[float], object] = self._stop.wait
+
+    def wake(self) -> None:
+        """Stop: cancel the pull in flight, and wake a wait for room."""
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
+        self.consumer.window.wake()
+
+    def ask(self) -> int:
+        """How many messages the next pull asks for: the free room shared among busy queues."""
+        free = self.consumer.window.free()
+        if free is None:
+            return self._pull_max
+        share = math.ceil(free / max(1, self._busy_peers(self.consumer.window)))
+        return max(1, min(self._pull_max, share))
+
+    def step(self) -> bool:
+        """Puller thread: wait for room, pull, hand what came to intake and the inbox."""
+        if not self.consumer.window.wait_for_room(ROOM_RECHECK) or self.stopped:
+            return not self.stopped
+        call = self._start_pull(self.consumer.subscription.path, self.ask(), self._pull_timeout)
+        with self._lock:
+            self._call = call
+        if self.stopped:
+            call.cancel()
+        try:
+            received = call.received()
+        except Exception as exc:  # noqa: BLE001 - classified in _failed
+            return self._failed(exc)
+        finally:
+            with self._lock:
+                self._call = None
+        if received is None:  # cancelled
+            return not self.stopped
+        self._failing_since = None
+        self.consumer.busy = len(received)
+        if received:
+            logger.debug("Pulled %d message(s) from %r.", len(received), self.consumer.queue)
+        deliveries = self._intake.accept(self.consumer, received)
+        if self.stopped:
+            self._release(deliveries)
+        else:
+            self._inbox.put_many(deliveries)
+        return True
+
+    def _failed(self, exc: BaseException) -> bool:
+        """Deal with a failed pull; return False when the thread should end (error reported)."""
+        if self.stopped:
+            return False
+        path = self.consumer.subscription.path
+        now = self._clock.monotonic()
+        self._failing_since = self._failing_since or now
+        failing_for = now - self._failing_since
+        if isinstance(exc, gexc.NotFound):
+            self._inbox.fail(BrokerUnavailableError(
+                f"subscription {path!r} disappeared (deleted, or the emulator restarted); "
+                "reconnecting to re-create it"))
+            return False
+        if is_transient(exc):
+            if failing_for < RECONNECT_AFTER:
+                # One WARNING per outage, not one per retry.
+                log = logger.warning if failing_for == 0 else logger.debug
+                log("Pull from %r failed (%s); retrying for up to %.0fs before reconnecting.",
+                    path, exc, RECONNECT_AFTER)
+                self.pause(ERROR_BACKOFF)
+                return True
+            self._inbox.fail(as_kombu_error(exc, f"pulling from {path!r}"))
+            return False
+        error = as_kombu_error(exc, f"pulling from {path!r}")
+        logger.error("Pull from %r failed and will not be retried: %s", path, error)
+        self._inbox.fail(error if isinstance(error, PubSubError) else BrokerUnavailableError(str(error)))
+        return False

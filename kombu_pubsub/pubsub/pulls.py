@@ -1,0 +1,52 @@
+"""One unary Pull that can be cancelled while it waits on the server.
+
+The generated client's ``pull()`` blocks until messages arrive or its timeout
+ends, and nothing can stop it early. A consumer that goes away must end its
+pull at once: a pull left waiting takes the next messages published to that
+queue and holds them for a whole ack deadline (the emulator, and any pull
+whose client died). So the pull is started as a gRPC future on the client's
+own channel, which ``cancel()`` ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+
+
+class PullCall:
+    """A pull in flight: wait for its messages with :meth:`received`, or :meth:`cancel` it."""
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def received(self) -> list[Any] | None:
+        """Wait for the pull: its ReceivedMessages (empty when the timeout passed), None if cancelled.
+
+        Raises google.api_core exceptions, as the generated client does.
+        """
+        try:
+            response = self._future.result()
+        except grpc.FutureCancelledError:
+            return None
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.CANCELLED:
+                return None
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return []
+            raise gexc.from_grpc_error(exc) from exc
+        return list(response.received_messages)
+
+    def cancel(self) -> None:
+        """End the pull now (any thread); messages it had not returned stay on the subscription."""
+        self._future.cancel()
+
+
+def start_pull(subscriber: pubsub_v1.SubscriberClient, subscription_path: str, max_messages: int,
+               timeout: float) -> PullCall:
+    """Start one pull of up to `max_messages`, waiting at most `timeout` seconds on the server."""
+    request = pubsub_v1.types.PullRequest(subscription=subscription_path, max_messages=max_messages)
+    return PullCall(subscriber._transport.pull.future(request, timeout=timeout))

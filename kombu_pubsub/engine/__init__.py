@@ -38,7 +38,7 @@ from .intake import Bury, Intake, Republish
 from .leasing import Leaser
 from .pulling import Consumer, Puller, StartPull
 from .settling import Settler
-from .threads import os_threading
+from .threads import EngineThread, os_threading
 
 __all__ = ["Consumer", "Delivery", "Engine", "Window"]
 
@@ -55,7 +55,10 @@ class Engine:
 
     def __init__(self, subscriber: pubsub_v1.SubscriberClient, budget: rpc.Budget,
                  options: TransportOptions, stats: Stats, bury: Bury, republish: Republish,
-                 clock: Clock | None = None, start_pull: StartPull | None = None) -> None:
+                 clock: Clock | None = None, start_pull: StartPull | None = None,
+                 launch: Callable[[EngineThread], None] = EngineThread.start) -> None:
+        """`clock`, `start_pull` and `launch` (how a part's thread is started) are
+        replaced by unit tests, which then drive each part step by step."""
         self.options = options
         self.stats = stats
         self.clock = clock or Clock()
@@ -67,6 +70,7 @@ class Engine:
         self.intake = Intake(self.leaser, self.settler, self.timer, self.inbox, self.clock, stats,
                              bury, republish, options.max_defer_hop)
         self._start_pull = start_pull or functools.partial(pulls.start_pull, subscriber)
+        self._launch = launch
         # Guards _pullers and _closed: consumers come and go on the consuming thread,
         # the shutdown hook and close may run elsewhere.
         self._lock = os_threading().RLock()
@@ -79,7 +83,7 @@ class Engine:
     def start(self) -> None:
         """Start the settler, leaser and timer threads (pullers start with their consumer)."""
         for part in (self.settler, self.leaser, self.timer):
-            part.start()
+            self._launch(part)
 
     @property
     def closed(self) -> bool:
@@ -101,7 +105,7 @@ class Engine:
                             self.clock, self.options.pull_timeout, self.options.pull_max_messages,
                             self.busy_peers, self.crashed)
             self._pullers[id(consumer)] = puller
-        puller.start()
+        self._launch(puller)
 
     def cancel(self, consumer: Consumer) -> None:
         """Stop pulling for a consumer (its pull in flight is cancelled) and give back
@@ -114,6 +118,11 @@ class Engine:
             puller.stop()
         self.release(self.inbox.remove(lambda delivery: delivery.window is consumer.window
                                        and delivery.queue == consumer.queue))
+
+    def puller(self, consumer: Consumer) -> Puller | None:
+        """The puller of a consumer, while it consumes."""
+        with self._lock:
+            return self._pullers.get(id(consumer))
 
     def busy_peers(self, window: Window) -> int:
         """How many of a window's consumers brought messages on their last pull."""

@@ -157,13 +157,15 @@ class Settler(EngineThread):
 
     def send(self, batch: list[Settle]) -> None:
         """Send a batch: deadline changes, then acks, then nacks; per subscription, split by size."""
-        groups: dict[tuple[int, str, int], list[str]] = defaultdict(list)
+        # Per group, each ack id once (a dict keeps the order): two extensions of one
+        # message in a batch need one.
+        groups: dict[tuple[int, str, int], dict[str, None]] = defaultdict(dict)
         for settle in batch:
             if settle.seq < self._forgotten.get(settle.subscription_path, -1):
                 continue
-            groups[(settle.rank, settle.subscription_path, settle.seconds)].append(settle.ack_id)
+            groups[(settle.rank, settle.subscription_path, settle.seconds)][settle.ack_id] = None
         for (_, subscription_path, seconds), ack_ids in sorted(groups.items(), key=lambda kv: kv[0][0]):
-            for chunk in chunks(ack_ids, self._batch_bytes):
+            for chunk in chunks(list(ack_ids), self._batch_bytes):
                 self._send_one(subscription_path, seconds, chunk)
 
     def _send_one(self, subscription_path: str, seconds: int, ack_ids: list[str]) -> None:

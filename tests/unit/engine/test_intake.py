@@ -1,0 +1,130 @@
+"""What happens to pulled messages before Celery sees them: deliver, hold, defer, re-publish,
+bury or skip; countdowns held in memory stay leased until Celery settles them."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from kombu.serialization import registry
+
+from kombu_pubsub.engine import countdown
+from kombu_pubsub.engine.intake import judge
+from tests.unit.engine.conftest import consumer_for, envelope, received, sent
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def flush(engine) -> None:
+    engine.settler.send(engine.settler.gather(block=False)[0])
+
+
+@pytest.mark.parametrize(("data", "action", "reason"), [
+    (b"not json", "bury", "not UTF-8 JSON"),
+    (b'{"body": "x"}', "bury", "lacks the Kombu envelope"),
+    (None, "deliver", ""),
+])
+def test_judge_decodes_and_checks(data, action, reason, no_installed_apps):
+    import json
+
+    verdict = judge(data or json.dumps(envelope()).encode(), 1, NOW, 600, lambda payload: True)
+    assert verdict.action == action and reason in verdict.reason
+
+
+@pytest.mark.parametrize(("seconds", "attempt", "action"), [
+    (-1, 1, "deliver"), (2, 1, "hold"), (100, 1, "defer"), (100, 3, "republish"),
+])
+def test_judge_plans_countdowns(seconds, attempt, action, no_installed_apps):
+    import json
+
+    eta = NOW + datetime.timedelta(seconds=seconds)
+    verdict = judge(json.dumps(envelope(eta=eta)).encode(), attempt, NOW, 600, lambda payload: True)
+    assert verdict.action == action
+
+
+def test_checks_work_when_the_app_disabled_json_in_kombu(no_installed_apps):
+    # app.setup_security() disables every serializer but its own: the transport's
+    # checks must not decode through Kombu's registry, or every pull raises.
+    import json
+
+    registry.disable("application/json")
+    try:
+        verdict = judge(json.dumps(envelope()).encode(), 1, NOW, 600, lambda payload: True)
+    finally:
+        registry.enable("application/json")
+    assert verdict.action == "deliver"
+
+
+def test_a_message_that_cannot_be_decoded_is_buried_then_acked(engine, buried, subscriber):
+    consumer = consumer_for(engine)
+    assert engine.intake.accept(consumer, [received("x", b"\xff garbage")]) == []
+    flush(engine)
+    assert buried == [("message data is not UTF-8 JSON", "jobs")]
+    assert sent(subscriber) == [("ack", ["x"], -1)]
+    assert len(engine.leaser) == 0
+
+
+def test_a_message_for_no_binding_of_this_queue_is_acked_unseen(engine, subscriber):
+    consumer = consumer_for(engine, wanted=lambda payload: False)
+    assert engine.intake.accept(consumer, [received("x", envelope())]) == []
+    flush(engine)
+    assert sent(subscriber) == [("ack", ["x"], -1)]
+
+
+def test_a_delivered_message_is_leased_tagged_and_marked_redelivered(engine):
+    consumer = consumer_for(engine)
+    first, second = engine.intake.accept(consumer, [received("a", envelope(), attempt=1),
+                                                    received("b", envelope(), attempt=2)])
+    assert (first.tag, second.tag) == (1, 2)
+    assert first.payload["redelivered"] is False and second.payload["redelivered"] is True
+    assert second.payload["properties"]["delivery_info"]["redelivered"] is True
+    assert len(engine.leaser) == 2
+
+
+def test_a_countdown_due_later_is_deferred_in_pubsub_not_held(engine, clock, subscriber):
+    consumer = consumer_for(engine)
+    eta = clock.now() + datetime.timedelta(seconds=100)
+    assert engine.intake.accept(consumer, [received("a", envelope(eta=eta), attempt=1)]) == []
+    flush(engine)
+    assert sent(subscriber) == [("modify", ["a"], 97)]  # back LOCAL_HOLD seconds early
+    assert len(engine.leaser) == 0 and len(engine.timer) == 0
+
+
+def test_a_countdown_deferred_many_times_is_republished_before_a_dead_letter_policy_sees_it(
+        engine, clock, subscriber, republished):
+    consumer = consumer_for(engine)
+    eta = clock.now() + datetime.timedelta(seconds=100)
+    engine.intake.accept(consumer, [received("a", envelope(eta=eta), attempt=3)])
+    flush(engine)
+    assert republished == [consumer.subscription.topic_path]
+    assert sent(subscriber) == [("ack", ["a"], -1)]
+
+
+def test_a_held_countdown_stays_leased_until_celery_settles_it(engine, clock, subscriber):
+    # Held countdowns used to get a deadline just past their ETA and be renewed
+    # only if Celery had taken them by then: one still waiting behind a busy
+    # pool lapsed, and Pub/Sub delivered it again while the first copy ran.
+    consumer = consumer_for(engine, limit=1)
+    eta = clock.now() + datetime.timedelta(seconds=2)
+    assert engine.intake.accept(consumer, [received("a", envelope(eta=eta), attempt=1)]) == []
+    assert len(engine.leaser) == 1 and len(engine.timer) == 1
+    clock.advance(2 - countdown.HANDOVER_EARLY)
+    assert engine.timer.run_due() == 1
+    assert len(engine.inbox) == 1
+    for _ in range(4):  # a minute waiting for the pool: extended every half deadline
+        clock.advance(15)
+        assert engine.leaser.extend_due() == 1
+    flush(engine)
+    assert sent(subscriber) == [("modify", ["a"], 30)]
+    assert all(seconds != 0 for _, _, seconds in sent(subscriber))
+
+
+def test_closing_gives_back_held_countdowns_and_what_waits_in_the_inbox(engine, clock, subscriber):
+    consumer = consumer_for(engine)
+    eta = clock.now() + datetime.timedelta(seconds=2)
+    engine.intake.accept(consumer, [received("held", envelope(eta=eta))])
+    engine.inbox.put_many(engine.intake.accept(consumer, [received("ready", envelope())]))
+    engine.close()
+    flush(engine)
+    assert sent(subscriber) == [("modify", ["held", "ready"], 0)]
+    assert len(engine.leaser) == 0

@@ -1,0 +1,127 @@
+"""Pullers take room on arrival, share the window among busy queues, report failures, and
+cancel their pull when their consumer goes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from google.api_core import exceptions as gexc
+
+from kombu_pubsub.engine import pulling
+from kombu_pubsub.errors import BrokerUnavailableError
+from tests.unit.engine.conftest import consumer_for, envelope, received, sent
+
+
+def consume(engine, consumer):
+    engine.consume(consumer)
+    puller = engine.puller(consumer)
+    puller.pause = lambda seconds: None  # no real waiting between failed pulls
+    return puller
+
+
+def test_a_pull_waiting_on_a_quiet_queue_holds_no_room_a_busy_queue_needs(engine, pulls):
+    window_seen = []
+    quiet = consumer_for(engine, limit=4, queue="quiet")
+    busy = consumer_for(engine, limit=4, queue="busy")
+    busy.window = quiet.window  # one channel, two queues
+    quiet_puller, busy_puller = consume(engine, quiet), consume(engine, busy)
+    pulls.answer([], while_waiting=lambda: window_seen.append(busy_puller.ask()))
+    quiet_puller.step()
+    assert pulls.calls[0].max_messages == 4
+    assert window_seen == [4]  # the whole window is still free for the busy queue
+
+
+def test_arrivals_take_room_and_later_pulls_ask_for_what_is_left(engine, pulls):
+    consumer = consumer_for(engine, limit=4)
+    puller = consume(engine, consumer)
+    pulls.answer([received("a", envelope()), received("b", envelope())])
+    puller.step()
+    assert consumer.window.free() == 2
+    assert len(engine.inbox) == 2 and len(engine.leaser) == 2
+    assert puller.ask() == 2
+
+
+def test_busy_queues_share_the_free_room(engine, pulls):
+    first = consumer_for(engine, limit=8, queue="first")
+    second = consumer_for(engine, limit=8, queue="second")
+    second.window = first.window
+    first_puller, second_puller = consume(engine, first), consume(engine, second)
+    first.busy = second.busy = 3  # both brought messages last time
+    assert first_puller.ask() == 4 and second_puller.ask() == 4
+    second.busy = 0
+    assert first_puller.ask() == 8
+
+
+def test_an_unexpected_error_in_a_puller_is_logged_once_and_reaches_celery_as_a_lost_connection(
+        engine, pulls, caplog, monkeypatch):
+    consumer = consumer_for(engine)
+    puller = consume(engine, consumer)
+
+    def broken(*args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(engine.intake, "accept", broken)
+    pulls.answer([received("a", envelope())])
+    with caplog.at_level(logging.ERROR):
+        puller._run()  # the thread's body, here: it ends on the error
+    assert puller.stopped
+    assert caplog.text.count("stopped on an unexpected error") == 1
+    with pytest.raises(BrokerUnavailableError, match="KeyError"):
+        engine.inbox.take()
+
+
+def test_a_transient_outage_is_retried_then_reported_as_a_lost_connection(engine, pulls, clock, caplog):
+    consumer = consumer_for(engine)
+    puller = consume(engine, consumer)
+    pulls.answer(error=gexc.ServiceUnavailable("down"))
+    assert puller.step() is True
+    assert engine.inbox.take() is None
+    clock.advance(pulling.RECONNECT_AFTER + 1)
+    pulls.answer(error=gexc.ServiceUnavailable("down"))
+    assert puller.step() is False
+    with pytest.raises(BrokerUnavailableError, match="did not answer"):
+        engine.inbox.take()
+    assert caplog.text.count("retrying for up to") == 1  # one WARNING per outage
+
+
+def test_a_deleted_subscription_is_reported_so_that_celery_re_declares_it(engine, pulls):
+    puller = consume(engine, consumer_for(engine))
+    pulls.answer(error=gexc.NotFound("gone"))
+    assert puller.step() is False
+    with pytest.raises(BrokerUnavailableError, match="disappeared"):
+        engine.inbox.take()
+
+
+def test_cancelling_a_consumer_cancels_its_pull_in_flight_and_releases_what_it_brought(
+        engine, pulls, subscriber):
+    consumer = consumer_for(engine)
+    puller = consume(engine, consumer)
+    pulls.answer([received("a", envelope())], while_waiting=lambda: engine.cancel(consumer))
+    puller.step()
+    assert pulls.calls[0].cancelled
+    assert len(engine.inbox) == 0 and len(engine.leaser) == 0
+
+
+def test_what_a_pull_brings_after_its_consumer_went_is_given_back_at_once(engine, pulls, subscriber):
+    consumer = consumer_for(engine)
+    puller = consume(engine, consumer)
+    pulls.answer([received("late", envelope())], while_waiting=lambda: engine.cancel(consumer))
+    original = pulls.__call__
+
+    def answered_call(*args):
+        call = original(*args)
+        call.answered = True
+        return call
+
+    puller._start_pull = answered_call
+    puller.step()
+    assert len(engine.inbox) == 0
+    engine.settler.send(engine.settler.gather(block=False)[0])
+    assert sent(subscriber) == [("modify", ["late"], 0)]  # nacked: another consumer gets it now
+
+
+def test_a_closed_engine_stays_closed(engine, pulls):
+    engine.close()
+    with pytest.raises(BrokerUnavailableError, match="closed"):
+        engine.consume(consumer_for(engine))

@@ -19,6 +19,18 @@ from kombu import Connection
 import kombu_pubsub  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test here talks to the emulator (`integration`); those that start a `celery
+    worker` through start_worker are `e2e` too (the others that start one say so themselves)."""
+    for item in items:
+        if HERE not in item.path.resolve().parents:
+            continue  # this hook sees the whole session's items
+        item.add_marker(pytest.mark.integration)
+        if "start_worker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(autouse=True)

@@ -148,12 +148,20 @@ def install(app: Celery) -> None:
     app._kombu_pubsub_morgue = on_task_failure  # keeps a reference; marks the app as installed
 
 
-def failure_record(task: Any, task_id: str | None, exception: BaseException | None, args: Any,
+def failure_record(task: Any, task_id: str | None, exception: BaseException | str | None, args: Any,
                    kwargs: Any, traceback: Any) -> dict[str, Any]:
-    """The JSON record of a job that failed for good (runs in the worker's pool process)."""
+    """The JSON record of a job that failed for good (runs in the worker's pool process).
+
+    Celery hands `exception` as an exception (or its text, or None) and `traceback`
+    as a traceback object, its text (used as it is) or None (the exception's own then).
+    """
     request = task.request
     delivery_info = getattr(request, "delivery_info", None) or {}
-    text = "".join(tb.format_exception(type(exception), exception, traceback)) if exception else ""
+    if isinstance(exception, BaseException):
+        kind, message = type(exception).__name__, str(exception)
+    else:
+        kind, message = None, "" if exception is None else str(exception)
+    summary = f"{kind}: {message}" if kind else message or "no exception given"
     return {
         "kind": "task_failed",
         "task": task.name,
@@ -163,11 +171,28 @@ def failure_record(task: Any, task_id: str | None, exception: BaseException | No
         "kwargs": dict(kwargs) if isinstance(kwargs, dict) else {} if kwargs is None else kwargs,
         "queue": delivery_info.get("routing_key") or task.app.conf.task_default_queue,
         "executions": int(getattr(request, "retries", 0) or 0) + 1,
-        "exception": {"type": type(exception).__name__ if exception else None,
-                      "message": str(exception) if exception else "", "traceback": text},
+        "exception": {"type": kind, "message": message, "traceback": _failure_text(exception, traceback)},
         "failed_at": now_iso(),
-        "reason": f"task failed after its last retry: {type(exception).__name__}: {exception}"[:1024],
+        "reason": f"task failed after its last retry: {summary}"[:1024],
     }
+
+
+def _failure_text(exception: BaseException | str | None, traceback: Any) -> str:
+    """The traceback text of a failure, from whichever form Celery handed it in."""
+    if isinstance(traceback, str):
+        return traceback
+    try:
+        if isinstance(exception, BaseException):
+            if traceback is None:
+                return "".join(tb.format_exception(exception))
+            return "".join(tb.format_exception(type(exception), exception, traceback))
+        frames = "".join(["Traceback (most recent call last):\n", *tb.format_tb(traceback)]) \
+            if traceback is not None else ""
+    except (AttributeError, TypeError):  # not a traceback: keep the job, lose only the frames
+        logger.warning("A failed job's traceback (a %s) cannot be formatted; its morgue record "
+                       "has the exception only.", type(traceback).__name__)
+        return _failure_text(exception, None)
+    return frames + ("" if exception is None else f"{exception}\n")
 
 
 def publish_record(app: Celery, record: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ letter and must not start with ``goog``. Celery names are freer
 
 Step 1 never produces ``~``, so a prefixed id can never equal an unprefixed
 one: two different Celery names never share a topic. An id over 255
-characters is refused with :class:`NamingError`.
+characters is refused with :class:`NamingError`. :func:`queue_name` undoes
+the mapping (a dead-lettered message names the subscription it came from).
 """
 
 from __future__ import annotations
@@ -48,6 +49,60 @@ def resource_id(name: str) -> str:
             "(each character outside A-Z a-z 0-9 - _ . + takes 3)."
         )
     return encoded
+
+
+def queue_name(pubsub_id: str) -> str:
+    """Return the Celery queue or exchange name whose Pub/Sub id is `pubsub_id`.
+
+    The exact inverse of :func:`resource_id`: ``queue_name(resource_id(name)) == name``.
+    An id :func:`resource_id` never produces (one made by hand, ``%7e`` in lower
+    case, ``q~`` before a name that needs no prefix) raises :class:`NamingError`:
+    no queue reads it, and guessing would send two ids to one queue.
+    """
+    if not isinstance(pubsub_id, str) or not pubsub_id:
+        raise NamingError(f"Pub/Sub id {pubsub_id!r} is empty; give a topic or subscription id")
+    try:
+        name = _unescape(pubsub_id.removeprefix(PREFIX))
+    except NamingError as exc:
+        raise _not_made_here(pubsub_id, str(exc)) from None
+    try:
+        again: str | None = resource_id(name)
+    except NamingError:  # empty or too long: no id at all
+        again = None
+    if again != pubsub_id:
+        has = "no id" if again is None else f"the id {again!r}"
+        raise _not_made_here(pubsub_id, f"the name it spells, {name!r}, has {has}")
+    return name
+
+
+def _not_made_here(pubsub_id: str, why: str) -> NamingError:
+    return NamingError(
+        f"Pub/Sub id {pubsub_id!r} is not one kombu_pubsub makes from a queue name ({why}), so no "
+        "Celery queue reads it; name the queue itself, not its Pub/Sub id"
+    )
+
+
+def _unescape(escaped: str) -> str:
+    """Undo step 1: ``%XX`` back to bytes, decoded as UTF-8; NamingError on anything else."""
+    data = bytearray()
+    index = 0
+    while index < len(escaped):
+        char = escaped[index]
+        if char == "%":
+            digits = escaped[index + 1:index + 3]
+            if len(digits) != 2 or not all(d in "0123456789ABCDEF" for d in digits):
+                raise NamingError(f"{escaped!r} has a '%' not followed by two upper-case hex digits")
+            data.append(int(digits, 16))
+            index += 3
+        elif char in _SAFE:
+            data.append(ord(char))
+            index += 1
+        else:
+            raise NamingError(f"{escaped!r} holds {char!r}, which resource_id() always escapes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NamingError(f"{escaped!r} escapes bytes that are not UTF-8") from None
 
 
 def check_project(project: str) -> str:

@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9808
 PORT_VARIABLE = "KOMBU_PUBSUB_METRICS_PORT"
-# Guards _serving: one registration and one server per process.
+# Guards _serving: one server, and one registration of Collector, per process.
 _lock = threading.Lock()
+#: "port": the port /metrics is served on, once a server bound it.
 _serving: dict[str, int] = {}
 
 
@@ -78,19 +79,23 @@ def _bound(bound: float) -> str:
 
 
 def serve(port: int | None = None, addr: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from outside
-    """Serve /metrics on `port` (or $KOMBU_PUBSUB_METRICS_PORT, or 9808); idempotent. Return the port."""
+    """Serve /metrics on `port` (or $KOMBU_PUBSUB_METRICS_PORT, or 9808); idempotent. Return the port.
+
+    A port that cannot be bound raises ConfigurationError, and a later call may try again.
+    """
     prometheus_client, _ = _prometheus()
     port = port if port is not None else int(os.environ.get(PORT_VARIABLE, DEFAULT_PORT))
     with _lock:
         if "port" in _serving:
             return _serving["port"]
-        prometheus_client.REGISTRY.register(Collector())
+        # Bind first: a failed bind leaves nothing registered, so a retry is a clean start.
         try:
             prometheus_client.start_http_server(port, addr=addr)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot serve metrics on port {port} ({exc}); give each worker on a host its "
                 f"own port with {PORT_VARIABLE}") from None
+        prometheus_client.REGISTRY.register(Collector())
         _serving["port"] = port
     logger.info("Serving Prometheus metrics on port %d (/metrics).", port)
     return port

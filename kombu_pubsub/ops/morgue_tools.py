@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from .. import wire
-from ..errors import PubSubError
+from .. import naming, wire
+from ..errors import NamingError, PubSubError
 from ..morgue import RECORD_CONTENT_TYPE
 from ..pubsub import rpc
 from ..pubsub.admin import MORGUE_QUEUE
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from ..transport import Transport
+
+logger = logging.getLogger(__name__)
 
 #: Most entries one listing looks at (each pull returns at most 1,000).
 DEFAULT_LIMIT = 1000
@@ -120,6 +123,10 @@ class Morgue:
         except wire.UndecodableMessage as exc:
             raise PubSubError(f"morgue entry {entry.message_id} cannot be replayed: {exc.reason}; "
                               "inspect it with 'show' and purge it") from None
+        if not entry.queue:
+            raise PubSubError(f"morgue entry {entry.message_id} names no queue to replay it to (no "
+                              "morgue_queue attribute, or dead-lettered from a subscription no queue "
+                              "maps to); inspect it with 'show', re-send its job yourself and purge it")
         headers = envelope.setdefault("headers", {})
         headers["retries"] = 0
         headers.pop("eta", None)
@@ -166,12 +173,22 @@ def _entry(item: Any) -> Entry:
     queue = attributes.get("morgue_queue", "")
     if reason is None and DEAD_LETTER_COUNT in attributes:
         reason = f"dead-lettered after {attributes[DEAD_LETTER_COUNT]} delivery attempts"
-        queue = attributes.get(DEAD_LETTER_SOURCE, "").rsplit("/", 1)[-1]
+        queue = _source_queue(attributes.get(DEAD_LETTER_SOURCE, ""))
     buried_at = attributes.get("morgue_at") or message.publish_time.isoformat()
     return Entry(message_id=message.message_id, reason=reason or "unknown",
                  task=attributes.get("task", ""), task_id=attributes.get("id", ""), queue=queue,
                  buried_at=buried_at, data=bytes(message.data), attributes=attributes,
                  ack_id=item.ack_id)
+
+
+def _source_queue(subscription_path: str) -> str:
+    """The queue whose subscription dead-lettered a message ('' when no queue's id is that)."""
+    subscription_id = subscription_path.rsplit("/", 1)[-1]
+    try:
+        return naming.queue_name(subscription_id)
+    except NamingError as exc:
+        logger.warning("A dead-lettered message in the morgue cannot be replayed: %s", exc)
+        return ""
 
 
 def _body(envelope: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,18 @@ from kombu import Connection
 import kombu_pubsub  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test here talks to the emulator (`integration`); those that start a `celery
+    worker` through start_worker are `e2e` too (the others that start one say so themselves)."""
+    for item in items:
+        if HERE not in item.path.resolve().parents:
+            continue  # this hook sees the whole session's items
+        item.add_marker(pytest.mark.integration)
+        if "start_worker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +86,28 @@ def pull_all(subscriber: pubsub_v1.SubscriberClient, path: str, ack: bool = True
         if ack:
             subscriber.acknowledge(request={"subscription": path,
                                             "ack_ids": [m.ack_id for m in response.received_messages]})
+
+
+def wait_until(check: Callable[[], Any], timeout: float, step: float = 0.1) -> Any:
+    """Call `check` until it returns something true or `timeout` s pass; return its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(step)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The kombu_pubsub samples a process's Prometheus endpoint serves: name → value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("kombu_pubsub_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
 
 
 class Worker:

@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.integration.conftest import ROOT
+
+pytestmark = pytest.mark.e2e  # the benchmarks start `celery worker` subprocesses
 
 TRANSPORTS = ("kombu_pubsub", "gcpubsub")
 POOLS = ("prefork -c 2", "threads -c 8")

@@ -8,7 +8,7 @@ import time
 import pytest
 from kombu import Consumer, Queue
 
-from tests.integration.conftest import pull_all
+from tests.integration.conftest import pull_all, wait_until
 
 
 def drain(connection, until, timeout: float) -> None:
@@ -124,11 +124,7 @@ def test_a_worker_told_to_stop_releases_its_prefetch_and_drain_events_stops_wait
         with Consumer(first, [queue], callbacks=[lambda b, m: held.append(m)], prefetch_count=2):
             drain(first, lambda: len(held) == 2, timeout=5)
             held[0].ack()  # room for one more: the puller takes it into the inbox
-            inbox = first.transport.engine.inbox
-            deadline = time.monotonic() + 10
-            while len(inbox) < 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert len(inbox) == 1
+            assert wait_until(lambda: len(first.transport.engine.inbox) == 1, timeout=10)
             first.transport.stop_consuming_soon()
             with pytest.raises(TimeoutError):
                 first.drain_events(timeout=1)

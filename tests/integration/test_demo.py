@@ -9,7 +9,11 @@ import sys
 import time
 from datetime import datetime
 
+import pytest
+
 from tests.integration.conftest import ROOT, Worker
+
+pytestmark = pytest.mark.e2e  # starts a `celery worker` subprocess without start_worker
 
 # Celery logs the hand-over to the pool (at the ETA) at DEBUG: that is when a run starts.
 STARTED = re.compile(r"\[(\S+ \S+): DEBUG/MainProcess\] TaskPool: Apply "

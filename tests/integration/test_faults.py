@@ -140,11 +140,9 @@ def test_warm_shutdown_under_load_finishes_running_tasks_and_releases_prefetched
     figure(record_property, "warm_shutdown_ran_twice", len(task_log.tokens("start")) - 44)
     assert leaving.process.returncode == 0
     assert released, "the leaving worker held no prefetched task: nothing was tested"
-    # Released at SIGTERM, not when the running task ends (about 7 s later).
+    # Released at SIGTERM: not when the running task ends (about 7 s later), let alone
+    # after the 30 s ack deadline.
     assert max(waits) < 3.0, waits
-    # Celery cancels its consumer only once its running task ends, so the transport
-    # releases what it still holds then (README, Guarantees): never after the 30 s ack deadline.
-    assert max(waits) < 25
 
 
 def envelope(body: bytes, content_type: str = "application/json", headers: dict | None = None,

@@ -23,6 +23,25 @@ def wait_for_morgue(env: dict[str, str], count: int, timeout: float) -> str:
         time.sleep(1)
 
 
+def nack_until_dead_lettered(subscriber, source: str, morgue: str, timeout: float = 30) -> list[int]:
+    """Pull from `source` and nack at once until the morgue holds a message; return the
+    delivery attempts seen (raw client)."""
+    attempts: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for received in pull_all(subscriber, source, ack=False):
+            attempts.append(received.delivery_attempt)
+            subscriber.modify_ack_deadline(request={
+                "subscription": source, "ack_ids": [received.ack_id], "ack_deadline_seconds": 0})
+        buried = pull_all(subscriber, morgue, ack=False)
+        if buried:  # give it back: the morgue tools read it next
+            subscriber.modify_ack_deadline(request={
+                "subscription": morgue, "ack_ids": [m.ack_id for m in buried], "ack_deadline_seconds": 0})
+            return attempts
+        time.sleep(0.2)
+    raise AssertionError(f"not dead-lettered within {timeout} s; delivery attempts seen: {attempts}")
+
+
 def test_a_failing_job_runs_three_times_spaced_then_lands_in_the_morgue(
         start_worker, e2e_env, task_log, tmp_path):
     start_worker("-c", "2")
@@ -68,6 +87,31 @@ def test_a_task_that_kills_its_worker_every_time_is_dead_lettered(
     time.sleep(3)
     assert len(task_log.tokens("start")) == 5  # not redelivered any more
     assert pull_all(subscriber_client, f"projects/{project}/subscriptions/e2e") == []
+
+
+def test_a_message_dead_lettered_from_a_queue_with_an_encoded_id_replays_onto_that_queue(
+        e2e_env, project, subscriber_client):
+    # '1jobs' starts with a digit, so its subscription id is 'q~1jobs' (naming.py), and
+    # Pub/Sub names that id as the dead-lettered message's source.
+    env = dict(e2e_env, QUEUE_NAME="1jobs", E2E_TRANSPORT_OPTIONS='{"dead_letter_attempts": 5}')
+    sent = run_producer(env, "print(record.delay('undead').id)")
+    assert sent.returncode == 0, sent.stderr
+    task_id = sent.stdout.strip()
+    source = f"projects/{project}/subscriptions/q~1jobs"
+    # What a worker killed by the task each time does: take it, give it back. Pub/Sub
+    # dead-letters it when it would deliver it a sixth time.
+    attempts = nack_until_dead_lettered(subscriber_client, source, f"projects/{project}/subscriptions/morgue")
+    assert attempts == [1, 2, 3, 4, 5]
+    listed = wait_for_morgue(env, 1, timeout=30)
+    assert "  1jobs  dead-lettered after 5 delivery attempts" in listed, listed
+
+    replayed = celery(env, "pubsub", "morgue", "replay", task_id)
+    assert "replayed e2e.record to 1jobs" in replayed.stdout, replayed.stdout + replayed.stderr
+    back = pull_all(subscriber_client, source)
+    assert [m.message.attributes["id"] for m in back] == [task_id]
+    assert "0 message(s) in the morgue" in celery(env, "pubsub", "morgue", "list").stdout
+    assert "q%7E1jobs" not in {s.name.rsplit("/", 1)[-1] for s in subscriber_client.list_subscriptions(
+        request={"project": f"projects/{project}"})}
 
 
 def test_morgue_purge_empties_it(start_worker, e2e_env):

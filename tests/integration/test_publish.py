@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import json
 import time
 
 import pytest
 from kombu import Connection, Queue
 from kombu.exceptions import OperationalError
 
-from kombu_pubsub import MessageTooLargeError, PublishError
+from kombu_pubsub import MessageTooLargeError, PublishError, wire
 from tests.emulator import free_port
 from tests.integration.conftest import pull_all, run_producer
 
@@ -104,8 +104,16 @@ def test_publishing_to_a_deleted_topic_recreates_it(connect, project, publisher_
         queue.close()
 
 
-def test_emulator_host_is_read_from_the_environment():
-    assert os.environ["PUBSUB_EMULATOR_HOST"]
+def test_a_message_put_on_a_queue_arrives_on_its_subscription(connect, project, subscriber_client):
+    with connect() as connection:  # the emulator at PUBSUB_EMULATOR_HOST, as the raw client
+        queue = connection.SimpleQueue("arrives")
+        queue.put({"n": 1}, headers={"token": "t1"})
+        queue.close()
+    messages = pull_all(subscriber_client, f"projects/{project}/subscriptions/arrives")
+    assert len(messages) == 1
+    envelope = wire.decode(messages[0].message.data)
+    assert envelope["headers"]["token"] == "t1"
+    assert json.loads(wire.body(envelope)) == {"n": 1}
 
 
 def test_fast_mode_failures_are_logged_and_counted(connect, project, caplog):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.emulator import Emulator
-from tests.integration.conftest import ROOT, run_producer
+from tests.emulator import Emulator, free_port
+from tests.integration.conftest import ROOT, run_producer, scrape, wait_until
 
 
 @pytest.mark.parametrize("pool", [["-P", "prefork", "-c", "2"], ["-P", "threads", "-c", "4"]],
@@ -55,11 +55,13 @@ def test_with_early_acks_a_task_whose_worker_is_killed_is_not_run_again(start_wo
 
 
 def test_warm_shutdown_releases_prefetched_tasks_to_another_worker(start_worker, e2e_env, task_log):
-    busy = start_worker("-c", "1", E2E_PREFETCH="4")
+    port = free_port()
+    busy = start_worker("-c", "1", E2E_PREFETCH="4", KOMBU_PUBSUB_METRICS_PORT=str(port))
     run_producer(e2e_env, "record.delay('long', sleep=4)")
     task_log.wait_for("start", 1, timeout=20)
     run_producer(e2e_env, "for i in range(3):\n    record.delay(f'queued{i}')\n")
-    time.sleep(1.0)  # the busy worker prefetches them
+    # The busy worker prefetches them: 'long' and the three pulled.
+    assert wait_until(lambda: scrape(port).get("kombu_pubsub_received_total", 0) >= 4, timeout=10)
     assert task_log.tokens("start") == ["long"]
     start_worker("-c", "1", E2E_PREFETCH="1", QUEUE_NAME="e2e")
     busy.warm_shutdown()

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from kombu_pubsub import ConfigurationError, MessageTooLargeError, NamingError, TransportOptions
-from kombu_pubsub.naming import resource_id
+from kombu_pubsub.naming import queue_name, resource_id
 from kombu_pubsub.options import project_from_url
 from kombu_pubsub.wire import UndecodableMessage, decode, encode
 
@@ -39,6 +39,42 @@ def test_queue_names_map_to_pubsub_ids(name, expected):
 def test_names_that_cannot_fit_are_refused(name):
     with pytest.raises(NamingError):
         resource_id(name)
+
+
+@pytest.mark.parametrize(("pubsub_id", "name"), [
+    ("default", "default"),
+    ("q~1jobs", "1jobs"),  # what a dead-lettered message names as its source subscription
+    ("celery%40host.celery.pidbox", "celery@host.celery.pidbox"),
+    ("q~4b5c.reply.celery.pidbox", "4b5c.reply.celery.pidbox"),
+    ("q~ab", "ab"),
+    ("q~google-queue", "google-queue"),
+    ("a%7Eb", "a~b"),
+    ("a%25b", "a%b"),
+    ("q~%C3%A9-x", "é-x"),
+])
+def test_pubsub_ids_map_back_to_their_queue_names(pubsub_id, name):
+    assert queue_name(pubsub_id) == name
+
+
+@pytest.mark.parametrize(("pubsub_id", "why"), [
+    ("", "is empty"),
+    ("1jobs", "has the id 'q~1jobs'"),  # needs the prefix
+    ("ab", "has the id 'q~ab'"),  # too short without it
+    ("goog-x", "has the id 'q~goog-x'"),
+    ("q~abc", "has the id 'abc'"),  # a prefix the name does not need
+    ("q~", "has no id"),
+    ("a~b", "'~'"),  # escaped as %7E
+    ("a b", "' '"),
+    ("a%7eb", "two upper-case hex digits"),
+    ("abc%4", "two upper-case hex digits"),
+    ("a%41b", "has the id 'aAb'"),  # a character that is never escaped
+    ("abc%C3", "not UTF-8"),
+    ("q~" + "a" * 254, "has the id 'aaa"),
+    ("a" * 256, "has no id"),  # longer than Pub/Sub allows
+])
+def test_ids_resource_id_never_makes_are_refused_with_the_reason(pubsub_id, why):
+    with pytest.raises(NamingError, match=re.escape(why)):
+        queue_name(pubsub_id)
 
 
 def test_the_mapping_never_sends_two_names_to_one_id():

@@ -1,4 +1,5 @@
-"""Property tests of naming.py: each queue name maps to a valid Pub/Sub id or NamingError, one-to-one."""
+"""Property tests of naming.py: each queue name maps to a valid Pub/Sub id or NamingError, one-to-one,
+and queue_name undoes resource_id exactly."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kombu_pubsub import NamingError
-from kombu_pubsub.naming import MAX_ID_LENGTH, PREFIX, resource_id
+from kombu_pubsub.naming import MAX_ID_LENGTH, PREFIX, queue_name, resource_id
 
 #: Pub/Sub's rule for topic and subscription ids.
 VALID_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
@@ -72,3 +73,48 @@ def test_names_built_to_collide_get_ids_of_their_own(name, twist):
     except NamingError:
         return
     assert (first == second) == (name == other)
+
+
+@settings(max_examples=1000)
+@given(names)
+@example("1jobs")
+@example("q~1jobs")
+@example("goog")
+@example("~")
+def test_queue_name_undoes_resource_id(name):
+    try:
+        pubsub_id = resource_id(name)
+    except NamingError:
+        return
+    assert queue_name(pubsub_id) == name
+
+
+#: Text that looks like ids: the id alphabet, escapes in both cases, the prefix.
+ids = st.one_of(
+    st.text(alphabet="aZ09-_.+~%q", max_size=12),
+    st.lists(st.sampled_from(["a", "Z", "1", "q~", "~", "%", "%7E", "%7e", "%41", "%C3", "%A9",
+                              "%25", "goog", "."]), max_size=8).map("".join),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=1000)
+@given(ids)
+@example("q~abc")
+@example("a%41b")
+@example("%C3%A9")
+def test_queue_name_accepts_exactly_the_ids_resource_id_makes(pubsub_id):
+    try:
+        name = queue_name(pubsub_id)
+    except NamingError:
+        # Refused: then no name has this id (the name it would spell, if any, maps elsewhere).
+        try:
+            spelled = unmap(pubsub_id)
+        except UnicodeDecodeError:
+            return
+        try:
+            assert resource_id(spelled) != pubsub_id
+        except NamingError:
+            pass
+        return
+    assert resource_id(name) == pubsub_id

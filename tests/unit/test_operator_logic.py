@@ -14,6 +14,7 @@ from kombu import Exchange, Queue
 import kombu_pubsub  # noqa: F401
 from kombu_pubsub import TransportOptions
 from kombu_pubsub.ops.app_queues import QueueSpec, app_queues
+from kombu_pubsub.ops.morgue_tools import DEAD_LETTER_COUNT, DEAD_LETTER_SOURCE, _entry
 from kombu_pubsub.ops.queue_report import (
     QueueInfo,
     drift,
@@ -101,6 +102,22 @@ def test_a_subscription_the_app_does_not_route_to_is_listed_without_a_queue_name
     assert drift(other, TransportOptions(ack_deadline=60)) == []  # not ours to judge
     assert "QUEUE -: a subscription the app does not route to (listed by --all)" in footnotes(
         [other], EMULATOR, TransportOptions(), "celery")
+
+
+@pytest.mark.parametrize(("subscription_id", "queue"), [
+    ("jobs", "jobs"),
+    ("q~1jobs", "1jobs"),  # the prefixed id of a name that starts with a digit
+    ("celery%40host.celery.pidbox", "celery@host.celery.pidbox"),
+    ("made~by~hand", ""),  # no queue has this id: listed, but replay refuses it
+])
+def test_a_dead_lettered_entry_names_the_queue_whose_subscription_it_came_from(subscription_id, queue):
+    message = pubsub_v1.types.PubsubMessage(
+        data=b"{}", message_id="1", publish_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+        attributes={DEAD_LETTER_COUNT: "5",
+                    DEAD_LETTER_SOURCE: f"projects/p/subscriptions/{subscription_id}"})
+    entry = _entry(pubsub_v1.types.ReceivedMessage(ack_id="a", message=message))
+    assert entry.queue == queue
+    assert entry.reason == "dead-lettered after 5 delivery attempts"
 
 
 def test_the_table_aligns_columns_without_trailing_spaces():

@@ -27,7 +27,8 @@ def flush(settler: Settler) -> None:
     settler.send(batch)
 
 
-def test_a_lease_is_extended_at_half_its_deadline_and_again_each_half_deadline(leaser, settler, clock, subscriber):
+def test_a_lease_is_extended_at_half_its_deadline_and_again_each_half_deadline(
+        leaser, settler, clock, subscriber):
     leaser.add(SUBSCRIPTION, ["a"], deadline=30)
     clock.advance(14)
     assert leaser.extend_due() == 0

@@ -51,6 +51,20 @@ class Emulator:
             time.sleep(0.2)
         return self
 
+    def pause(self) -> None:
+        """Make Pub/Sub unreachable without losing its state (SIGSTOP the emulator's processes)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signum)
+            except ProcessLookupError:
+                pass
+
     def stop(self) -> None:
         if self.process is None:
             return

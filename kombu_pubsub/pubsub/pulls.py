@@ -6,6 +6,11 @@ pull at once: a pull left waiting takes the next messages published to that
 queue and holds them for a whole ack deadline (the emulator, and any pull
 whose client died). So the pull is started as a gRPC future on the client's
 own channel, which ``cancel()`` ends.
+
+Under eventlet the gRPC future cannot be waited on from the engine's OS
+threads (gRPC's own helper threads and conditions are green there), so the
+pull blocks in the engine thread instead and cannot be cancelled: what it
+brings after its consumer went is given back at once (see engine/pulling.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
+
+from .. import pools
 
 
 class PullCall:
@@ -45,8 +52,32 @@ class PullCall:
         self._future.cancel()
 
 
+class BlockingPullCall:
+    """A pull made when its messages are asked for; cancel() only marks it (eventlet)."""
+
+    def __init__(self, subscriber: pubsub_v1.SubscriberClient, request: Any, timeout: float) -> None:
+        self._subscriber = subscriber
+        self._request = request
+        self._timeout = timeout
+        self._cancelled = False
+
+    def received(self) -> list[Any] | None:
+        if self._cancelled:
+            return None
+        try:
+            response = self._subscriber.pull(request=self._request, retry=None, timeout=self._timeout)
+        except gexc.DeadlineExceeded:
+            return []
+        return list(response.received_messages)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+
 def start_pull(subscriber: pubsub_v1.SubscriberClient, subscription_path: str, max_messages: int,
-               timeout: float) -> PullCall:
+               timeout: float) -> PullCall | BlockingPullCall:
     """Start one pull of up to `max_messages`, waiting at most `timeout` seconds on the server."""
     request = pubsub_v1.types.PullRequest(subscription=subscription_path, max_messages=max_messages)
+    if pools.environment() == "eventlet":
+        return BlockingPullCall(subscriber, request, timeout)
     return PullCall(subscriber._transport.pull.future(request, timeout=timeout))

@@ -17,6 +17,7 @@ from google.cloud import pubsub_v1
 from kombu import Connection
 
 import kombu_pubsub  # noqa: F401
+from tests.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -221,3 +222,15 @@ def run_producer(env: dict[str, str], code: str, timeout: float = 120) -> subpro
     script = "from tests.apps.e2e_app import app, flaky, kill_worker, record\n" + code
     return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=timeout,
                            capture_output=True, text=True)
+
+
+@pytest.fixture
+def private_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """An emulator of the test's own, which the test may pause (SIGSTOP: unreachable, state kept)."""
+    emulator = Emulator().start()
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+    try:
+        yield emulator
+    finally:
+        emulator.resume()
+        emulator.stop()

@@ -187,3 +187,21 @@ def test_a_consumer_that_raises_sends_the_message_to_the_morgue_and_keeps_consum
     assert [m.message.attributes["morgue_reason"] for m in buried] == [
         "the consumer raised ValueError: cannot take this one"]
     assert pull_all(subscriber_client, f"projects/{project}/subscriptions/raising") == []
+
+
+def test_a_no_ack_consumer_that_raises_is_not_said_to_move_anything_to_the_morgue(connect, caplog):
+    # Its message was acked on delivery: nothing is left to move, and the log says so.
+    with connect() as connection:
+        queue = fill(connection, "noack-raises", 1)
+
+        def broken(body, message):
+            raise RuntimeError("cannot take it")
+
+        with Consumer(connection, [queue], callbacks=[broken], no_ack=True):
+            drain(connection, lambda: "the message is gone" in caplog.text, timeout=10)
+        morgue = connection.SimpleQueue("morgue")
+        with pytest.raises(morgue.Empty):
+            morgue.get(timeout=1)
+        morgue.close()
+    assert "the message is gone" in caplog.text
+    assert "moving it to the morgue" not in caplog.text

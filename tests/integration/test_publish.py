@@ -123,3 +123,20 @@ def test_fast_mode_failures_are_logged_and_counted(connect, project, caplog):
         assert publisher.flush() == 0
         assert publisher.failed == 1 and publisher.published == 0
     assert "Fast-mode publish failed; the message is lost" in caplog.text
+
+
+def test_a_publish_while_pubsub_stops_answering_raises_publish_error_within_the_bound(private_emulator):
+    project = "test-paused"
+    with Connection(f"pubsub://{project}", transport_options={"rpc_timeout": 2}) as connection:
+        queue = connection.SimpleQueue("paused")
+        queue.put({"n": 1})
+        private_emulator.pause()
+        started = time.monotonic()
+        with pytest.raises(PublishError) as caught:
+            queue.put({"n": 2})
+        elapsed = time.monotonic() - started
+        private_emulator.resume()
+        queue.close()
+    # The publish's own error, not one from a probe made after it failed.
+    assert type(caught.value) is PublishError and "rpc_timeout" in str(caught.value)
+    assert elapsed < 2 + 1.5, elapsed

@@ -23,7 +23,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from ..errors import BrokerUnavailableError, PubSubError, as_kombu_error, is_transient
+from ..errors import BrokerUnavailableError, as_kombu_error, is_transient
 from ..pubsub.admin import SubscriptionInfo
 from ..pubsub.pulls import PullCall
 from .clock import Clock
@@ -154,7 +154,14 @@ class Puller(EngineThread):
                 return True
             self._inbox.fail(as_kombu_error(exc, f"pulling from {path!r}"))
             return False
+        if not isinstance(exc, gexc.GoogleAPICallError):
+            # Not an answer from Pub/Sub: something broke on this side. Reconnecting
+            # starts over with new clients.
+            logger.error("Pull from %r failed unexpectedly; reconnecting.", path, exc_info=exc)
+            self._inbox.fail(BrokerUnavailableError(
+                f"pulling from {path!r} failed unexpectedly ({type(exc).__name__}: {exc}); reconnecting"))
+            return False
         error = as_kombu_error(exc, f"pulling from {path!r}")
         logger.error("Pull from %r failed and will not be retried: %s", path, error)
-        self._inbox.fail(error if isinstance(error, PubSubError) else BrokerUnavailableError(str(error)))
+        self._inbox.fail(error)
         return False

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 from google.api_core import exceptions as gexc
+from google.api_core.gapic_v1 import routing_header
 from google.cloud import pubsub_v1
 
 from .. import pools
@@ -80,4 +81,7 @@ def start_pull(subscriber: pubsub_v1.SubscriberClient, subscription_path: str, m
     request = pubsub_v1.types.PullRequest(subscription=subscription_path, max_messages=max_messages)
     if pools.environment() == "eventlet":
         return BlockingPullCall(subscriber, request, timeout)
-    return PullCall(subscriber._transport.pull.future(request, timeout=timeout))
+    # The routing header the generated client would send (and a metadata sequence:
+    # the client's logging interceptor iterates it).
+    metadata = (routing_header.to_grpc_metadata((("subscription", subscription_path),)),)
+    return PullCall(subscriber._transport.pull.future(request, timeout=timeout, metadata=metadata))

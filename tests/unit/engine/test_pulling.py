@@ -9,7 +9,7 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from kombu_pubsub.engine import pulling
-from kombu_pubsub.errors import BrokerUnavailableError
+from kombu_pubsub.errors import AccessDeniedError, BrokerUnavailableError
 from tests.unit.engine.conftest import consumer_for, envelope, received, sent
 
 
@@ -125,3 +125,16 @@ def test_a_closed_engine_stays_closed(engine, pulls):
     engine.close()
     with pytest.raises(BrokerUnavailableError, match="closed"):
         engine.consume(consumer_for(engine))
+
+
+def test_a_pull_that_fails_on_this_side_reconnects_and_one_refused_by_pubsub_says_why(engine, pulls):
+    puller = consume(engine, consumer_for(engine))
+    pulls.answer(error=TypeError("'NoneType' object is not iterable"))
+    assert puller.step() is False
+    with pytest.raises(BrokerUnavailableError, match="failed unexpectedly"):
+        engine.inbox.take()
+    other = consume(engine, consumer_for(engine, queue="other"))
+    pulls.answer(error=gexc.PermissionDenied("no"))
+    assert other.step() is False
+    with pytest.raises(AccessDeniedError, match="roles/pubsub.subscriber"):
+        engine.inbox.take()

@@ -136,7 +136,9 @@ def test_events_dump_shows_task_events_as_they_happen(start_worker, e2e_env, bac
                                   resources(subscriber_client, "subscriptions", project)), 30)
     start_worker("-E", "-P", "threads", E2E_RETRY_DELAY="0.5")
     run_producer(e2e_env, "record.delay('ev1'); flaky.delay('ev2')")
-    shown = wait_until(lambda: "task failed" in dump.read_text() and dump.read_text(), 30)
+    # Heartbeats come every 2 s; the task events may all be in before the first.
+    shown = wait_until(lambda: "task failed" in dump.read_text() and "heartbeat" in dump.read_text()
+                       and dump.read_text(), 30)
     assert shown, dump.read_text()[-3000:]
     for event in TASK_EVENTS:
         assert event in shown, event

@@ -15,6 +15,9 @@ from celery import signals
 from .stats import live_transports
 
 _connected = False
+#: True in a worker whose pool never starts a reserved task that Celery dropped at
+#: warm shutdown (prefork: Celery clears the jobs not yet handed to a process).
+_pool_drops_reserved = False
 
 
 def connect() -> None:
@@ -22,7 +25,36 @@ def connect() -> None:
     global _connected
     if not _connected:
         signals.worker_shutting_down.connect(on_worker_shutting_down, weak=False)
+        signals.worker_ready.connect(on_worker_ready, weak=False)
         _connected = True
+
+
+def on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
+    """Note which pool the worker runs (the consumer is the sender)."""
+    global _pool_drops_reserved
+    pool = getattr(sender, "pool", None)
+    _pool_drops_reserved = type(pool).__module__ == "celery.concurrency.prefork"
+
+
+def dropped_at_shutdown(channel: Any, delivery_tags: list[Any]) -> list[Any]:
+    """The delivery tags among `delivery_tags` that a stopping worker will never run.
+
+    Celery's warm shutdown first forgets the requests it reserved but did not
+    start (``Consumer.on_close``), then cancels its consumers; it gives their
+    messages back only when its connection closes, after the running tasks end.
+    With the prefork pool those requests never run, so their messages can go back
+    at once. With other pools a thread or greenlet may still pick one up: none
+    is given back early.
+    """
+    if not _pool_drops_reserved:
+        return []
+    from celery.worker import state
+
+    tracked = {id(request.message) for request in list(state.requests.values())
+               if getattr(request, "message", None) is not None}
+    delivered = channel.qos._delivered
+    return [tag for tag in delivery_tags
+            if tag in delivered and id(delivered[tag]) not in tracked]
 
 
 def on_worker_shutting_down(**kwargs: Any) -> None:

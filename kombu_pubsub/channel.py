@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.transport import virtual
 
-from . import exchanges, morgue, wire
+from . import celery_hooks, exchanges, morgue, wire
 from .engine import Consumer, Delivery
 from .errors import PublishError
 from .pubsub.admin import SubscriptionInfo
@@ -135,6 +135,15 @@ class Channel(virtual.Channel):
         super().basic_cancel(consumer_tag)
         if queue is not None and queue not in self._active_queues:
             self._stop_consuming(queue)
+            if self.transport.stopping:
+                self._release_dropped()
+
+    def _release_dropped(self) -> None:
+        """A stopping worker cancels its consumers: give back at once what it will never run."""
+        tags = [delivery.tag for delivery in self.window.unsettled()]
+        for tag in celery_hooks.dropped_at_shutdown(self, tags):
+            self.settle(tag, ack=False)
+            self.qos._quick_ack(tag)
 
     def _stop_consuming(self, queue: str) -> None:
         consumer = self._pulling.pop(queue, None)

@@ -3,7 +3,8 @@
 Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID, QUEUE_NAME,
 E2E_LOG (a file each task execution appends a line to), E2E_ACKS_LATE,
 E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH, E2E_WORKER_LOST_WAIT (Celery's
-worker_lost_wait, default 10 s), E2E_LOG_NAMES=1 (worker log lines name their logger).
+worker_lost_wait, default 10 s), E2E_RETRY_DELAY (seconds between `flaky`'s runs,
+default 1.5), E2E_LOG_NAMES=1 (worker log lines name their logger).
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ class JobError(Exception):
     """Raised by `flaky` while its flag file exists."""
 
 
-def _record(event: str, token: str) -> None:
+def _record(event: str, token: str, value: float | None = None) -> None:
+    """Append 'EVENT TOKEN PID VALUE' to the task log; VALUE is the time now unless given."""
     with open(os.environ["E2E_LOG"], "a") as log:
-        log.write(f"{event} {token} {os.getpid()} {time.time():.3f}\n")
+        log.write(f"{event} {token} {os.getpid()} {time.time() if value is None else value:.3f}\n")
 
 
 @app.task(name="e2e.record")
@@ -52,6 +54,15 @@ def record(token: str, sleep: float = 0.0) -> str:
     _record("start", token)
     time.sleep(sleep)
     _record("done", token)
+    return token
+
+
+@app.task(name="e2e.timed")
+def timed(token: str, sent_at: float) -> str:
+    """Write 'start', then 'latency': seconds from `sent_at` (the sender's time.time()) to the start."""
+    latency = time.time() - sent_at
+    _record("start", token)
+    _record("latency", token, latency)
     return token
 
 

@@ -201,13 +201,14 @@ def start_worker(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
     workers: list[Worker] = []
 
     def factory(*args: str, transport_options: dict | None = None, wait: bool = True,
-                **env: str) -> Worker:
+                queues: str | None = None, **env: str) -> Worker:
+        """`queues`: the worker's -Q (comma-separated); QUEUE_NAME when not given."""
         worker_env = dict(e2e_env, **env)
         if transport_options:
             worker_env["E2E_TRANSPORT_OPTIONS"] = json.dumps(transport_options)
         if "-n" not in args:  # one node name per worker, as Celery expects
             args = ("-n", f"worker{len(workers)}@%h", *args)
-        worker = Worker(worker_env, ["-Q", worker_env["QUEUE_NAME"], *args],
+        worker = Worker(worker_env, ["-Q", queues or worker_env["QUEUE_NAME"], *args],
                         tmp_path / f"worker{len(workers)}.log")
         workers.append(worker)
         return worker.wait_ready() if wait else worker
@@ -215,6 +216,16 @@ def start_worker(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
     yield factory
     for worker in workers:
         worker.stop()
+
+
+def wait_until(check: Callable[[], Any], timeout: float, step: float = 0.1) -> Any:
+    """Poll `check` until it returns something true or `timeout` seconds pass; return its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(step)
 
 
 def run_producer(env: dict[str, str], code: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -218,16 +218,6 @@ def start_worker(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
         worker.stop()
 
 
-def wait_until(check: Callable[[], Any], timeout: float, step: float = 0.1) -> Any:
-    """Poll `check` until it returns something true or `timeout` seconds pass; return its last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(step)
-
-
 def run_producer(env: dict[str, str], code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run Python `code` in a fresh process, with the e2e app and its tasks imported."""
     script = "from tests.apps.e2e_app import app, flaky, kill_worker, record\n" + code

@@ -27,6 +27,8 @@ HEADLINE = {
                            ("max_ms", "ms max", False)],
     "countdown memory": [("idle_rss_mib", "MiB idle", False), ("pending_rss_mib", "MiB pending", False),
                          ("growth_mib", "MiB growth", False)],
+    "many queues": [("p50_ms", "ms p50", False), ("p99_ms", "ms p99", False), ("max_ms", "ms max", False),
+                    ("idle_cpu_ms_per_s", "ms CPU/s idle", False), ("threads", "threads", False)],
 }
 
 

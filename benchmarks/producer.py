@@ -14,7 +14,7 @@ countdown COUNT SECONDS INTERVAL
                             countdown.apply_async(countdown=SECONDS) calls INTERVAL s apart
                             (INTERVAL 0: back to back)
 many-queues COUNT INTERVAL QUEUES SEED GO_FILE
-                            one warm-up task to each of q0..q{QUEUES-1}, then wait until GO_FILE
+                            one warm-up task to each of mq0..mq{QUEUES-1}, then wait until GO_FILE
                             says "go", then COUNT delay(time.time()) calls INTERVAL s apart, each
                             to a queue drawn with random.Random(SEED)
 hold                        one bench.hold task (crash redelivery)
@@ -143,8 +143,12 @@ def countdown(count: int, seconds: float, interval: float, warmup: int) -> dict[
 
 
 def queue_names(count: int) -> list[str]:
-    """The queues of the many-queues scenario: q0 ... q{count-1}."""
-    return [f"q{index}" for index in range(count)]
+    """The queues of the many-queues scenario: mq0 ... mq{count-1}.
+
+    At least 3 characters: gcpubsub names its topic after the exchange (Celery's is
+    the queue's name) as it is, and Pub/Sub refuses ids under 3 characters (``q0``).
+    """
+    return [f"mq{index}" for index in range(count)]
 
 
 def many_queues(count: int, interval: float, queues: int, seed: int, go_file: str) -> dict[str, Any]:

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="many queues: the queue counts, one worker each (default 1,10,50)")
     parser.add_argument("--many-queues-tasks", type=int,
                         help="many queues: tasks sent per queue count (default 60; smoke 10)")
+    parser.add_argument("--many-queues-grace", type=float,
+                        help="many queues: wait this long after the last send for tasks not started yet "
+                             "(default 30 s; smoke 10 s)")
     parser.add_argument("--pools", type=parse_pools, metavar="POOL:C,...",
                         help="worker pools for drain (default prefork:2,threads:8); "
                              "latency uses the first")
@@ -92,6 +95,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "latency_count": args.latency_count, "pools": args.pools, "worker_loglevel": args.worker_loglevel,
         "countdown_count": args.countdown_count, "pending_n": args.pending_n, "crash_cap": args.crash_cap,
         "queue_counts": args.queue_counts, "many_queues_tasks": args.many_queues_tasks,
+        "many_queues_grace": args.many_queues_grace,
     }
     return Settings(**{**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
 

@@ -78,7 +78,7 @@ ENQUEUE_MODES = (
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Sizes of one run. The defaults take about 25 minutes on 2 cores (crash redelivery: ~14 of them)."""
+    """Sizes of one run. The defaults take about 35 minutes on 2 cores (crash redelivery: ~14 of them)."""
 
     repeats: int = 3
     enqueue_n: int = 10_000

@@ -11,6 +11,8 @@ Scenarios (``--only``, repeatable, comma-separated or prefixes):
   countdown-memory    worker RSS idle and with 10,000 pulled tasks whose countdown is an hour away
   countdown           both countdown scenarios
   crash               acks_late task, worker SIGKILLed mid-task; seconds until a fresh worker starts it
+  many-queues         a worker on 1, 10, 50 queues: idle CPU and threads; tasks to random queues,
+                      send→start p50/p99/max and tasks never started
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import chart, countdown, crash, gcpubsub_compat, report, scenarios, targets
+from . import chart, countdown, crash, gcpubsub_compat, many_queues, report, scenarios, targets
 from .emulator import Emulator
 from .pubsub_raw import Raw
 from .systems import CEILING, ENQUEUE_MODES, SYSTEMS, Settings
@@ -41,6 +43,13 @@ def parse_pools(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(pools)
 
 
+def parse_counts(text: str) -> tuple[int, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items or not all(item.isdigit() and int(item) > 0 for item in items):
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers, e.g. 1,10,50, not {text!r}")
+    return tuple(int(item) for item in items)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tiny sizes, 1 repeat, short crash cap: every scenario in about two minutes")
     parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
                         help="run only these scenarios: enqueue, drain, drain-prefork, drain-threads, "
-                             "drain-raw, latency, countdown, countdown-lateness, countdown-memory, crash")
+                             "drain-raw, latency, countdown, countdown-lateness, countdown-memory, crash, "
+                             "many-queues")
     parser.add_argument("--systems", default="kombu_pubsub,gcpubsub",
                         help="comma-separated: kombu_pubsub, gcpubsub (enqueue raw rows always run)")
     parser.add_argument("--repeats", type=int)
@@ -60,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="countdown memory: tasks pending in the worker (default 10000)")
     parser.add_argument("--crash-cap", type=float,
                         help="crash redelivery: give up this many seconds after the kill (default 300)")
+    parser.add_argument("--queue-counts", type=parse_counts, metavar="Q,...",
+                        help="many queues: the queue counts, one worker each (default 1,10,50)")
+    parser.add_argument("--many-queues-tasks", type=int,
+                        help="many queues: tasks sent per queue count (default 60; smoke 10)")
+    parser.add_argument("--many-queues-grace", type=float,
+                        help="many queues: wait this long after the last send for tasks not started yet "
+                             "(default 30 s; smoke 10 s)")
     parser.add_argument("--pools", type=parse_pools, metavar="POOL:C,...",
                         help="worker pools for drain (default prefork:2,threads:8); "
                              "latency uses the first")
@@ -77,18 +94,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "repeats": args.repeats, "enqueue_n": args.enqueue_n, "drain_n": args.drain_n,
         "latency_count": args.latency_count, "pools": args.pools, "worker_loglevel": args.worker_loglevel,
         "countdown_count": args.countdown_count, "pending_n": args.pending_n, "crash_cap": args.crash_cap,
+        "queue_counts": args.queue_counts, "many_queues_tasks": args.many_queues_tasks,
+        "many_queues_grace": args.many_queues_grace,
     }
     return Settings(**{**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def selected(only: list[str]) -> set[str]:
     tokens = {token.strip() for item in only for token in item.split(",") if token.strip()}
-    known = {"enqueue", "drain", "latency", "countdown", "crash"}
+    known = {"enqueue", "drain", "latency", "countdown", "crash", "many-queues"}
     for token in tokens:
-        if token.split("-")[0] not in known or \
+        if (token not in known and token.split("-")[0] not in known) or \
                 (token.startswith("countdown-") and token not in {"countdown-lateness", "countdown-memory"}):
             raise SystemExit(f"unknown scenario {token!r}; expected enqueue, drain, drain-POOL, drain-raw, "
-                             "latency, countdown, countdown-lateness, countdown-memory or crash")
+                             "latency, countdown, countdown-lateness, countdown-memory, crash or many-queues")
     return tokens or known
 
 
@@ -157,6 +176,12 @@ def run(settings: Settings, tokens: set[str], workdir: Path,
                         _log(f"repeat {repeat}: crash redelivery {system.key} "
                              f"(gives up {settings.crash_cap:g}s after the kill)")
                         measurements.append(crash.crash_redelivery(ctx, system, repeat))
+                        _report_last(measurements[-1:])
+                # One queue count at a time, both systems next to each other.
+                for queue_count in settings.queue_counts if wants(tokens, "many-queues") else ():
+                    for system in systems:
+                        _log(f"repeat {repeat}: many queues, Q={queue_count}, {system.key}")
+                        measurements.append(many_queues.many_queues(ctx, system, queue_count, repeat))
                         _report_last(measurements[-1:])
         finally:
             ctx.settle()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .report import kind_of
+from .report import kind_of, median, one_queue_row
 from .systems import CELERY_MEMORY, GCPUBSUB, KOMBU_PUBSUB
 
 Row = dict[str, Any]
@@ -31,8 +31,8 @@ def write(rows: Sequence[Row], header: dict[str, Any], path: Path, log: Callable
     except ImportError:
         log("chart skipped: matplotlib is not installed (pip install -e '.[bench]')")
         return False
-    panels = [panel for panel in (_enqueue(rows), _drain(rows), _latency(rows), _crash(rows))
-              if panel["bars"]]
+    panels = [panel for panel in (_enqueue(rows), _drain(rows), _latency(rows), _crash(rows),
+                                  _many_queues(rows)) if panel["bars"]]
     if not panels:
         log("chart skipped: no figures to draw")
         return False
@@ -126,6 +126,25 @@ def _crash(rows: Sequence[Row]) -> dict[str, Any]:
             "bars": bars, "lines": [("target 60 s", 60.0)] if bars else []}
 
 
+def _many_queues(rows: Sequence[Row]) -> dict[str, Any]:
+    """p99 send → start per queue count, on a log scale (gcpubsub's can be 100× kombu_pubsub's);
+    hatched where some task never started."""
+    bars, one = [], None
+    for row in rows:
+        if kind_of(row["scenario"]) != "many queues" or row["system"] not in (KOMBU_PUBSUB, GCPUBSUB):
+            continue
+        missing, sent = (row["figures"].get(key, {}).get("max", 0) for key in ("missing", "sent"))  # worst
+        label = f"{row['label']}\nQ={median(row, 'queues') or 0:.0f}"
+        label += f" ({sent - missing:.0f}/{sent:.0f} started)" if missing else ""
+        bar = _bar(label, row, "p99_ms", COLOURS[row["system"]], "xx" if missing else "")
+        bars.extend([bar] if bar else [])
+        one = one or (one_queue_row(row, rows) if row["system"] == KOMBU_PUBSUB else None)
+    one_p99 = median(one, "p99_ms")
+    return {"title": "many queues: p99 send → task start, ms (lower is better; log scale)", "unit": "ms",
+            "bars": bars, "lines": [("3× kombu_pubsub's one-queue p99", 3 * one_p99)] if one_p99 else [],
+            "log": True}
+
+
 def _draw(axis: Any, panel: dict[str, Any]) -> None:
     bars = panel["bars"]
     positions = range(len(bars))
@@ -148,5 +167,7 @@ def _draw(axis: Any, panel: dict[str, Any]) -> None:
                       fontsize=7)
     axis.set_xticks(list(positions), [bar["label"] for bar in bars], fontsize=7, rotation=35, ha="right")
     axis.set_ylabel(panel["unit"])
+    if panel.get("log"):
+        axis.set_yscale("log")
     axis.set_title(panel["title"], fontsize=9)
     axis.grid(axis="y", alpha=0.3)

@@ -107,6 +107,11 @@ def status_kib(pid: int, field: str) -> int | None:
     return None
 
 
+def thread_count(pid: int) -> int | None:
+    """Threads of a live process (/proc/PID/status ``Threads``); None if it is gone."""
+    return status_kib(pid, "Threads")  # the same "Name: value" line, holding a count rather than kB
+
+
 def child_pids(pid: int) -> list[int]:
     """Direct children of `pid` (/proc/PID/task/*/children, else a scan of /proc)."""
     children: set[int] = set()

@@ -13,6 +13,10 @@ countdown COUNT SECONDS INTERVAL
                             warm-up countdown.delay() (no ETA), then COUNT
                             countdown.apply_async(countdown=SECONDS) calls INTERVAL s apart
                             (INTERVAL 0: back to back)
+many-queues COUNT INTERVAL QUEUES SEED GO_FILE
+                            one warm-up task to each of mq0..mq{QUEUES-1}, then wait until GO_FILE
+                            says "go", then COUNT delay(time.time()) calls INTERVAL s apart, each
+                            to a queue drawn with random.Random(SEED)
 hold                        one bench.hold task (crash redelivery)
 drain-raw SUBSCRIPTION N    no Celery: pull (up to 1,000 a pull) and ack in batches on a second
                             thread until N messages are acked; the Pub/Sub drain ceiling
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import random
 import resource
 import threading
 import time
@@ -32,6 +37,8 @@ from typing import Any
 RAW_PAYLOAD_BYTES = 800
 #: Pause before exiting in the untimed modes (preload, latency), seconds.
 LINGER = 1.0
+#: many-queues: how long to wait for the runner's go file before giving up, seconds.
+GO_WAIT = 600.0
 
 
 def _celery_task() -> Any:
@@ -135,6 +142,61 @@ def countdown(count: int, seconds: float, interval: float, warmup: int) -> dict[
             "end_wall": time.time()}
 
 
+def queue_names(count: int) -> list[str]:
+    """The queues of the many-queues scenario: mq0 ... mq{count-1}.
+
+    At least 3 characters: gcpubsub names its topic after the exchange (Celery's is
+    the queue's name) as it is, and Pub/Sub refuses ids under 3 characters (``q0``).
+    """
+    return [f"mq{index}" for index in range(count)]
+
+
+def many_queues(count: int, interval: float, queues: int, seed: int, go_file: str) -> dict[str, Any]:
+    """Warm up every queue, wait for the runner's word, then send COUNT tasks to random queues.
+
+    The warm-ups (sent=0, ignored by the runner) declare each queue in this process,
+    so no timed send pays for a declaration, and wake each of the worker's consumers.
+    The runner measures the idle worker between the warm-ups and the go.
+    """
+    record = _celery_task()
+    names = queue_names(queues)
+    for name in names:
+        record.apply_async((0.0,), queue=name)
+    if not _wait_go(go_file):
+        return {"sent": 0, "sends": [], "publish_seconds": [], "aborted": True}
+    pick = random.Random(seed)
+    sends: list[tuple[float, str]] = []
+    publish_seconds = []
+    start = time.monotonic()
+    for index in range(count):
+        delay = start + index * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        name = pick.choice(names)
+        sent = time.time()
+        record.apply_async((sent,), queue=name)
+        publish_seconds.append(time.time() - sent)
+        sends.append((sent, name))
+    # Not an exit-loss test: give fire-and-forget publishers time to flush.
+    time.sleep(LINGER)
+    return {"sent": count, "sends": sends, "publish_seconds": publish_seconds, "end_wall": time.time()}
+
+
+def _wait_go(go_file: str) -> bool:
+    """Wait until `go_file` holds "go" (True) or anything else, e.g. "stop" (False)."""
+    deadline = time.monotonic() + GO_WAIT
+    while time.monotonic() < deadline:
+        try:
+            with open(go_file, encoding="ascii") as go:
+                word = go.read().strip()
+        except FileNotFoundError:
+            word = ""
+        if word:
+            return word == "go"
+        time.sleep(0.02)
+    raise TimeoutError(f"no word in {go_file} within {GO_WAIT:.0f}s")
+
+
 def hold() -> dict[str, Any]:
     from .bench_app import hold as hold_task
 
@@ -217,6 +279,12 @@ def main(argv: list[str] | None = None) -> None:
     cd.add_argument("seconds", type=float)
     cd.add_argument("interval", type=float)
     cd.add_argument("--warmup", type=int, default=3)
+    many = sub.add_parser("many-queues")
+    many.add_argument("count", type=int)
+    many.add_argument("interval", type=float)
+    many.add_argument("queues", type=int)
+    many.add_argument("seed", type=int)
+    many.add_argument("go_file")
     sub.add_parser("hold")
     raw_drain = sub.add_parser("drain-raw")
     raw_drain.add_argument("subscription")
@@ -233,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
         result = preload(args.n)
     elif args.mode == "countdown":
         result = countdown(args.count, args.seconds, args.interval, args.warmup)
+    elif args.mode == "many-queues":
+        result = many_queues(args.count, args.interval, args.queues, args.seed, args.go_file)
     elif args.mode == "hold":
         result = hold()
     elif args.mode == "drain-raw":

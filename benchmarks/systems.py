@@ -78,7 +78,7 @@ ENQUEUE_MODES = (
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Sizes of one run. The defaults take about 25 minutes on 2 cores (crash redelivery: ~14 of them)."""
+    """Sizes of one run. The defaults take about 35 minutes on 2 cores (crash redelivery: ~14 of them)."""
 
     repeats: int = 3
     enqueue_n: int = 10_000
@@ -108,16 +108,28 @@ class Settings:
     crash_after: float = 1.0
     crash_cap: float = 300.0
     crash_hold: float = 3600.0  # how long the task would run on the killed worker
+    # many queues: a worker consuming Q queues (for each Q of QUEUE_COUNTS) gets TASKS tasks,
+    # INTERVAL s apart, each to a queue drawn with SEED; after IDLE s of an idle worker (CPU, threads)
+    queue_counts: tuple[int, ...] = (1, 10, 50)
+    many_queues_pool: tuple[str, int] = ("threads", 4)
+    many_queues_tasks: int = 60
+    many_queues_interval: float = 0.25
+    many_queues_idle: float = 5.0
+    many_queues_grace: float = 30.0  # wait for tasks not started yet, after the last send
+    many_queues_seed: int = 6
 
     @classmethod
     def smoke(cls) -> Settings:
         return cls(repeats=1, enqueue_n=20, drain_n=20, latency_count=10, stop_grace=3.0,
                    countdown_count=5, countdown_seconds=3.0, pending_n=200, pending_wait=30.0,
-                   pending_steady=3.0, crash_after=0.2, crash_cap=3.0)
+                   pending_steady=3.0, crash_after=0.2, crash_cap=3.0, many_queues_tasks=10,
+                   many_queues_idle=2.0, many_queues_grace=10.0)
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
         data["pools"] = [f"{pool} -c {concurrency}" for pool, concurrency in self.pools]
         data["countdown_pool"] = "{} -c {}".format(*self.countdown_pool)
         data["crash_pool"] = "{} -c {}".format(*self.crash_pool)
+        data["many_queues_pool"] = "{} -c {}".format(*self.many_queues_pool)
+        data["queue_counts"] = list(self.queue_counts)
         return data

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .report import ceiling_row, fmt, kind_of, median, over_cap_count
+from .report import ceiling_row, fmt, kind_of, median, one_queue_row, over_cap_count
 from .systems import GCPUBSUB, KOMBU_PUBSUB
 
 DRAIN_RATIO = 1.5  # kombu_pubsub's drain rate against gcpubsub's, at least
@@ -17,6 +17,7 @@ LATENCY_RATIO = 0.5  # kombu_pubsub's idle p50 against gcpubsub's, at most
 AWAITED_SHARE = 0.6  # awaited delay() against the raw client's one Publish RPC per message, at least
 MEMORY_FLAT_MIB = 2.0  # main RSS growth with every countdown pending, at most (gcpubsub: ~90 MiB)
 CRASH_SECONDS = 60.0  # kill → the task starts again on a fresh worker, at most
+MANY_QUEUES_P99_RATIO = 3.0  # kombu_pubsub's p99 on Q queues against its own one-queue p99, at most
 
 Row = dict[str, Any]
 Add = Callable[[str, "str | None", bool], None]
@@ -38,6 +39,7 @@ def targets(rows: Sequence[Row]) -> list[dict[str, str]]:
     _enqueue(rows, add)
     _memory(rows, add)
     _crash(rows, add)
+    _many_queues(rows, add)
     return found
 
 
@@ -141,3 +143,41 @@ def _crash(rows: Sequence[Row], add: Add) -> None:
             measured += "; gcpubsub " + (f"> {base['figures']['cap_s']['max']:g} s" if over_cap_count(base)
                                          else f"{fmt(theirs['median'])} s" if theirs else "—")
     add(f"crash redelivery ≤ {CRASH_SECONDS:g} s (acks_late, worker SIGKILLed)", measured, met)
+
+
+
+def _many_queues(rows: Sequence[Row], add: Add) -> None:
+    """Per queue count Q > 1: every task started (on Q queues and on one) and p99 ≤ 3× the one-queue p99."""
+    target = f"every task started, p99 ≤ {MANY_QUEUES_P99_RATIO:g}× the one-queue p99"
+    ours = [row for row in rows if kind_of(row["scenario"]) == "many queues" and row["system"] == KOMBU_PUBSUB
+            and median(row, "queues") != 1]
+    if not ours:
+        add(f"many queues: {target}", None, False)
+    for row in ours:
+        one = one_queue_row(row, rows)
+        p99, one_p99 = median(row, "p99_ms"), median(one, "p99_ms")
+        missing, one_missing = _worst(row, "missing"), _worst(one, "missing")
+        measured = None
+        if p99 and one_p99 and missing is not None and one_missing is not None:
+            measured = (f"{p99 / one_p99:.2f}× ({fmt(p99)} vs {fmt(one_p99)} ms p99); "
+                        f"{_started(row)} started (one queue: {_started(one)})")
+            measured += _gcpubsub_p99(rows, row["scenario"])
+        add(f"{row['scenario']}: {target}", measured, bool(
+            measured and missing == 0 and one_missing == 0 and p99 <= MANY_QUEUES_P99_RATIO * one_p99))
+
+
+def _gcpubsub_p99(rows: Sequence[Row], scenario: str) -> str:
+    """'; gcpubsub P ms p99 (R× its one-queue p99), X/Y started' for the same queue count, or ''."""
+    base = _find(rows, "many queues", GCPUBSUB, scenario=scenario)
+    theirs = median(base, "p99_ms")
+    if not base or not theirs:
+        return ""
+    their_one = median(one_queue_row(base, rows), "p99_ms")
+    against_one = f" ({fmt(theirs / their_one)}× its one-queue p99)" if their_one else ""
+    return f"; gcpubsub {fmt(theirs)} ms p99{against_one}, {_started(base)} started"
+
+
+def _started(row: Row | None) -> str:
+    """Tasks started of those sent, worst repeat: 'X/Y'."""
+    sent, missing = _worst(row, "sent"), _worst(row, "missing")
+    return f"{sent - missing:.0f}/{sent:.0f}" if sent is not None and missing is not None else "—"

@@ -10,7 +10,16 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .procs import REPO_ROOT, child_env, child_pids, status_kib, stop_process, tail, tree_cpu_seconds
+from .procs import (
+    REPO_ROOT,
+    child_env,
+    child_pids,
+    status_kib,
+    stop_process,
+    tail,
+    thread_count,
+    tree_cpu_seconds,
+)
 
 READY_TIMEOUT = 60.0
 
@@ -139,6 +148,11 @@ class Worker:
         """CPU seconds the worker's main process and its live pool children used so far."""
         pid = self.pid
         return tree_cpu_seconds(pid) if pid is not None else None
+
+    def thread_count(self) -> int | None:
+        """Threads of the main (consumer) process (/proc/PID/status); None once the worker is gone."""
+        pid = self.pid
+        return thread_count(pid) if pid is not None else None
 
     def received(self) -> int:
         """Task messages Celery received so far (needs count_received=True)."""

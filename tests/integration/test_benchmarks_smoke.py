@@ -14,6 +14,7 @@ pytestmark = pytest.mark.e2e  # the benchmarks start `celery worker` subprocesse
 
 TRANSPORTS = ("kombu_pubsub", "gcpubsub")
 POOLS = ("prefork -c 2", "threads -c 8")
+MANY_QUEUES = tuple(f"many queues, Q={count} (threads -c 4)" for count in (1, 10, 50))
 
 
 def test_benchmark_smoke_run_measures_every_scenario_for_both_systems(tmp_path, emulator_host):
@@ -42,5 +43,10 @@ def test_benchmark_smoke_run_measures_every_scenario_for_both_systems(tmp_path, 
     ours = [row for row in result["measurements"] if row["system"] == "kombu_pubsub"
             and row["scenario"] == "enqueue"]
     assert ours and all(row["figures"]["lost_at_exit"] == 0 for row in ours)
+    for scenario in MANY_QUEUES:
+        for system in TRANSPORTS:
+            assert {"sent", "started", "idle_cpu_ms_per_s", "threads"} <= measured[(scenario, system)].keys()
+        # Every task sent to kombu_pubsub's worker started, on one queue as on fifty.
+        assert measured[(scenario, "kombu_pubsub")]["missing"]["max"] == 0, scenario
     assert {target["status"] for target in result["targets"]} <= {"met", "**missed**", "not measured"}
     assert "| Issue-6 target |" in result["markdown"]

@@ -83,3 +83,4 @@ def offload(function: Callable[..., T], *args: object) -> T:
 
         return tpool.execute(function, *args)
     return function(*args)
+

@@ -142,7 +142,8 @@ class Transport(virtual.Transport):
             budget = rpc.budget_for(self.project, self.options.rpc_timeout)
             publisher = Publisher(publisher_client, self.options, budget, self.stats)
             engine = Engine(subscriber_client, budget, self.options, self.stats, self.bury,
-                            self.republish)
+                            self.republish, on_stop=self.release_prefetched,
+                            pull_client=pubsub_v1.SubscriberClient())
             engine.start()
             self._parts = _Parts(publisher_client, subscriber_client, budget,
                                  Admin(self.project, self.options, publisher_client, subscriber_client,
@@ -276,14 +277,15 @@ class Transport(virtual.Transport):
         self.stopping = True
         parts = self._parts
         if parts is not None:
-            parts.engine.inbox.doorbell.ring()
+            parts.engine.request_stop()
 
     def release_prefetched(self) -> None:
-        """Consuming thread, once the worker is stopping: stop pulling task queues and nack
-        their messages Celery has not taken (remote control keeps going)."""
-        if self._released_prefetched:
-            return
-        self._released_prefetched = True
+        """Once the worker is stopping (the stop thread, or the consuming thread): stop pulling
+        task queues and nack their messages Celery has not taken (remote control keeps going)."""
+        with self._lock:
+            if self._released_prefetched:
+                return
+            self._released_prefetched = True
         for channel in list(self.channels):
             channel.release_prefetched()
 
@@ -302,4 +304,4 @@ class Transport(virtual.Transport):
         parts.engine.close()
         parts.publisher.close()
         parts.publisher_client.stop()
-        parts.subscriber_client.close()  # also cancels pulls still in flight
+        parts.subscriber_client.close()

@@ -8,6 +8,8 @@ A pulled message travels one way::
                                   │
                                   └─► Timer (countdown.py): held countdowns, handed over when due
 
+    Celery's SIGTERM handler ─► StopSignal (stopping.py) ─► on_stop: prefetched messages go back
+
     Celery acks, rejects, requeues ─► Engine.settle ─► Leaser (leasing.py) drops the lease
                                                     ─► Settler (settling.py) sends, in order
 
@@ -38,6 +40,7 @@ from .intake import Bury, Intake, Republish
 from .leasing import Leaser
 from .pulling import Consumer, Puller, StartPull
 from .settling import Settler
+from .stopping import StopSignal
 from .threads import EngineThread, os_threading
 
 __all__ = ["Consumer", "Delivery", "Engine", "Window"]
@@ -55,10 +58,16 @@ class Engine:
 
     def __init__(self, subscriber: pubsub_v1.SubscriberClient, budget: rpc.Budget,
                  options: TransportOptions, stats: Stats, bury: Bury, republish: Republish,
+                 on_stop: Callable[[], None] = lambda: None,
+                 pull_client: pubsub_v1.SubscriberClient | None = None,
                  clock: Clock | None = None, start_pull: StartPull | None = None,
                  launch: Callable[[EngineThread], None] = EngineThread.start) -> None:
         """`clock`, `start_pull` and `launch` (how a part's thread is started) are
-        replaced by unit tests, which then drive each part step by step."""
+        replaced by unit tests, which then drive each part step by step. `on_stop` runs on
+        the stop thread once the worker is told to stop (:meth:`request_stop`). Pulls go
+        through `pull_client`, a client of their own that the engine closes first when it
+        closes: that ends every pull in flight, even one that cannot be cancelled alone
+        (gevent, eventlet), so no pull outlives the connection."""
         self.options = options
         self.stats = stats
         self.clock = clock or Clock()
@@ -67,9 +76,11 @@ class Engine:
         self.leaser = Leaser(self.settler, self.clock, stats, options.ack_deadline, options.max_lease,
                              self.crashed)
         self.timer = Timer(self.clock, self.crashed)
+        self.stop_signal = StopSignal(on_stop, self.crashed)
         self.intake = Intake(self.leaser, self.settler, self.timer, self.inbox, self.clock, stats,
                              bury, republish, options.max_defer_hop)
-        self._start_pull = start_pull or functools.partial(pulls.start_pull, subscriber)
+        self._pull_client = pull_client
+        self._start_pull = start_pull or functools.partial(pulls.start_pull, pull_client or subscriber)
         self._launch = launch
         # Guards _pullers and _closed: consumers come and go on the consuming thread,
         # the shutdown hook and close may run elsewhere.
@@ -82,7 +93,7 @@ class Engine:
 
     def start(self) -> None:
         """Start the settler, leaser and timer threads (pullers start with their consumer)."""
-        for part in (self.settler, self.leaser, self.timer):
+        for part in (self.settler, self.leaser, self.timer, self.stop_signal):
             self._launch(part)
 
     @property
@@ -105,6 +116,7 @@ class Engine:
                             self.clock, self.options.pull_timeout, self.options.pull_max_messages,
                             self.busy_peers, self.crashed)
             self._pullers[id(consumer)] = puller
+        logger.debug("Consuming %r from %r.", consumer.queue, consumer.subscription.path)
         self._launch(puller)
 
     def cancel(self, consumer: Consumer) -> None:
@@ -151,6 +163,12 @@ class Engine:
         for delivery in deliveries:
             self.settle(delivery, ack=False)
 
+    def request_stop(self) -> None:
+        """The worker is stopping (a signal handler may call this): `on_stop` runs on the stop
+        thread, and the consuming thread is woken."""
+        self.stop_signal.request()
+        self.inbox.doorbell.ring()
+
     def crashed(self, error: BaseException) -> None:
         """A part's thread failed: Celery's loop gets a connection error and reconnects."""
         self.inbox.fail(BrokerUnavailableError(
@@ -162,7 +180,7 @@ class Engine:
         with self._lock:
             pullers = {puller.consumer.queue: puller.alive for puller in self._pullers.values()}
         return {"settler": self.settler.alive, "leaser": self.leaser.alive,
-                "timer": self.timer.alive, "pullers": pullers}
+                "timer": self.timer.alive, "stop": self.stop_signal.alive, "pullers": pullers}
 
     # -- closing -------------------------------------------------------------------
     def close(self) -> None:
@@ -176,10 +194,25 @@ class Engine:
             pullers = [*self._pullers.values(), *self._retired]
             self._pullers.clear()
             self._retired.clear()
+        self.stop_signal.stop()
         for puller in pullers:
             puller.stop()
+        # Closing the pull client ends every pull in flight, even those that cannot be
+        # cancelled alone; the emulator may not honour that (pubsub/pulls.py), so there
+        # the pullers' last, short pulls end first.
+        emulator = pulls.on_emulator()
+        if self._pull_client is not None and not emulator:
+            self._pull_client.close()
         for puller in pullers:
             puller.join(PULLER_JOIN)
+            if puller.alive:
+                logger.debug("Puller %s still runs %.0fs after it was stopped.", puller.name, PULLER_JOIN)
+        if self._pull_client is not None and emulator:
+            self._pull_client.close()
+        self.stop_signal.join(PULLER_JOIN)
+        if self.stop_signal.alive:
+            logger.debug("Stop thread still runs %.0fs after it was stopped.", PULLER_JOIN)
+        self.stop_signal.close()
         self.timer.stop()
         self.timer.join(PULLER_JOIN)
         self.timer.cancel_all()
@@ -190,3 +223,5 @@ class Engine:
         self.settler.join(SETTLER_JOIN)
         self.leaser.join(PULLER_JOIN)
         self.inbox.close()
+        logger.debug("Engine closed: %d puller(s) stopped, %d message(s) released in all.",
+                     len(pullers), self.released)

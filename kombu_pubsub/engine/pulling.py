@@ -106,11 +106,14 @@ class Puller(EngineThread):
         """Puller thread: wait for room, pull, hand what came to intake and the inbox."""
         if not self.consumer.window.wait_for_room(ROOM_RECHECK) or self.stopped:
             return not self.stopped
-        call = self._start_pull(self.consumer.subscription.path, self.ask(), self._pull_timeout)
+        ask = self.ask()
+        # Starting a pull makes no blocking call. Under the lock, a stop either comes first
+        # (no pull starts: one started and cancelled at once can stay registered on the
+        # emulator and take the next message for an ack deadline) or finds it to cancel.
         with self._lock:
-            self._call = call
-        if self.stopped:
-            call.cancel()
+            if self.stopped:
+                return False
+            call = self._call = self._start_pull(self.consumer.subscription.path, ask, self._pull_timeout)
         try:
             received = call.received()
         except Exception as exc:  # noqa: BLE001 - classified in _failed

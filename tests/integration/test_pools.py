@@ -39,6 +39,11 @@ PREFETCH = 2
 #: eventlet's spawn blocks Celery's consumer with one more task in hand, which that
 #: worker runs once a slot frees. The others take none the worker could not give back.
 TAKEN_BEYOND_SLOTS = {"gevent": 1, "eventlet": 1}
+#: Pools whose worker runs tasks it reserved even once told to stop, until its pool stops:
+#: Celery's threads pool hands each reserved task to its executor at once, and cancels
+#: the queued ones only after the running ones end. Their messages go back then (as
+#: with Celery's Redis transport), not at SIGTERM.
+RELEASED_WHEN_RUNNING_TASKS_END = {"threads"}
 #: Seconds within which tasks a stopping worker gives back start elsewhere: a third of
 #: the 30 s ack deadline, after which Pub/Sub would redeliver a message nobody extends.
 PROMPT = 10.0
@@ -154,6 +159,8 @@ def warm_shutdown_hands_prefetched_tasks_over(pool: str, slots: int, busy: Worke
     def started_queued() -> list[str]:
         return [token for token in queued if token in task_log.tokens("start")]
 
+    if pool in RELEASED_WHEN_RUNNING_TASKS_END:
+        return handed_over_when_running_tasks_end(busy, holds, queued, task_log, flag)
     prompt = wait_until(lambda: len(started_queued()) >= slots - taken, PROMPT)
     took = time.monotonic() - released_at
     assert prompt, (f"{PROMPT:.0f} s after the warm shutdown began, {started_queued()} of {queued} "
@@ -188,6 +195,21 @@ def idle_worker_stops_cleanly(worker: Worker) -> float:
     assert problems(worker.log()[mark:]) == [], worker.log()[mark:][-3000:]
     assert "BlockingSwitchOutError" not in worker.log()
     return took
+
+
+def handed_over_when_running_tasks_end(busy: Worker, holds: list[str], queued: list[str],
+                                       task_log: TaskLog, flag: Path) -> list[str]:
+    """(c) for a pool that runs what it reserved: nothing starts before the held tasks end,
+    then the prefetched tasks run at once, elsewhere or here, each once."""
+    assert not set(queued) & set(task_log.tokens("start")), task_log.path.read_text()
+    flag.unlink()
+    ended = time.monotonic()
+    assert wait_until(lambda: set(holds + queued) <= set(task_log.tokens("done")), PROMPT), \
+        f"{task_log.path.read_text()}\nbusy worker:\n{busy.log()[-3000:]}"
+    print(f"prefetched tasks done {time.monotonic() - ended:.1f} s after the held tasks ended")
+    assert busy.process.wait(PATIENCE) == 0, busy.log()[-3000:]
+    assert problems(busy.log()) == [], busy.log()[-3000:]
+    return holds + queued
 
 
 def next_task_runs_at_once_after_a_worker_left(worker: Worker, env: dict[str, str],

@@ -11,6 +11,18 @@ which wait in the inbox, leased.
 A closed consumer cancels its pull in flight (pubsub/pulls.py): a pull left
 waiting would take the next messages of its queue and hold them for a whole
 ack deadline.
+
+Why this shape. Reserving room before a pull (the obvious way to honour the
+prefetch) parks that room on whichever queue is quiet for a whole pull
+timeout; with many queues most of the window sat on empty queues and tasks on
+busy ones waited seconds, some never starting. Taking room on arrival costs at
+most a few messages over the prefetch, leased in the inbox. StreamingPull
+would keep one stream and several client threads per subscription, flow
+control per subscription rather than per channel, and no way to give back
+what a stream pushed beyond the window but a nack; one unary pull per queue
+keeps the window exact and a quiet queue cheap (one RPC per pull timeout). The
+benchmarks' many-queues scenario measures the start latency on 1, 10 and 50
+queues side by side with Kombu's gcpubsub.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ class Channel(virtual.Channel):
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
+        self._qos = self.QoS(self)  # here, not lazily on a puller thread reading the prefetch
         # Kept past close (which drops .connection): a delivery settled after close still
         # reaches the engine, which says so.
         self.transport = connection

@@ -10,12 +10,11 @@ task to a full pool (gevent, eventlet), or running one (solo).
 
 from __future__ import annotations
 
-import errno
-import posix
 import select
 from collections.abc import Callable
 
 from .. import pools
+from .inbox import Doorbell
 from .threads import EngineThread
 
 THREAD_NAME = "kombu-pubsub-stop"
@@ -27,39 +26,28 @@ class StopSignal(EngineThread):
     def __init__(self, on_stop: Callable[[], None], on_crash: Callable[[BaseException], None]) -> None:
         super().__init__(THREAD_NAME, on_crash)
         self._on_stop = on_stop
-        self._read_fd, self._write_fd = posix.pipe()
-        posix.set_blocking(self._write_fd, False)
+        self._bell = Doorbell()
+        # The thread is a greenlet under gevent (its select is cooperative), an OS thread
+        # elsewhere (under eventlet the standard select, not eventlet's green one).
+        self._select = select.select if pools.environment() == "gevent" else pools.unpatched("select").select
         self.requested = False
 
     def request(self) -> None:
         """Ask for `on_stop` to run (signal handlers too: no lock, one write). Idempotent."""
         if not self.requested:
             self.requested = True
-            self._poke()
+            self._bell.ring()
 
     def wake(self) -> None:
-        self._poke()
-
-    def _poke(self) -> None:
-        try:
-            posix.write(self._write_fd, b"\0")
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EBADF):
-                raise
+        self._bell.ring()
 
     def step(self) -> bool:
         """Stop thread: wait for a request (or the engine closing), run `on_stop` once, end."""
-        if pools.environment() == "gevent":
-            select.select([self._read_fd], [], [])  # cooperative; a read would block the hub
-        posix.read(self._read_fd, 1)
+        self._select([self._bell.fileno()], [], [])
         if self.requested and not self.stopped:
             self._on_stop()
         return False
 
     def close(self) -> None:
-        """Stop the thread and close the pipe (after join)."""
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                posix.close(fd)
-            except OSError:
-                pass
+        """Close the pipe (after join)."""
+        self._bell.close()

@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ import pytest
 from kombu import Exchange, Queue
 
 from tests.emulator import free_port, port_open
-from tests.integration.conftest import ROOT, run_producer
+from tests.integration.conftest import ROOT, run_producer, wait_until
 
 INSPECT_COMMANDS = ["ping", "active", "reserved", "scheduled", "stats", "active_queues"]
 TASK_EVENTS = ["task received", "task started", "task succeeded", "task retried", "task failed"]
@@ -38,15 +37,6 @@ def resources(client, kind: str, project: str) -> set[str]:
     else:
         listed = client.list_topics(request={"project": f"projects/{project}"})
     return {item.name for item in listed}
-
-
-def wait_until(check, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(step)
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ class Engine:
         self.released = 0
 
     def start(self) -> None:
-        """Start the settler, leaser and timer threads (pullers start with their consumer)."""
+        """Start the settler, leaser, timer and stop threads (pullers start with their consumer)."""
         for part in (self.settler, self.leaser, self.timer, self.stop_signal):
             self._launch(part)
 
@@ -175,13 +175,6 @@ class Engine:
             f"a kombu_pubsub engine thread stopped on an unexpected error ({type(error).__name__}: "
             f"{error}); reconnecting"))
 
-    def health(self) -> dict[str, Any]:
-        """Which threads run (a dead one is reported to Celery as well)."""
-        with self._lock:
-            pullers = {puller.consumer.queue: puller.alive for puller in self._pullers.values()}
-        return {"settler": self.settler.alive, "leaser": self.leaser.alive,
-                "timer": self.timer.alive, "stop": self.stop_signal.alive, "pullers": pullers}
-
     # -- closing -------------------------------------------------------------------
     def close(self) -> None:
         """Stop pulling (pulls in flight cancelled) → release what waits in the inbox and the held
@@ -194,24 +187,9 @@ class Engine:
             pullers = [*self._pullers.values(), *self._retired]
             self._pullers.clear()
             self._retired.clear()
+        self._stop_pulling(pullers)
         self.stop_signal.stop()
-        for puller in pullers:
-            puller.stop()
-        # Closing the pull client ends every pull in flight, even those that cannot be
-        # cancelled alone; the emulator may not honour that (pubsub/pulls.py), so there
-        # the pullers' last, short pulls end first.
-        emulator = pulls.on_emulator()
-        if self._pull_client is not None and not emulator:
-            self._pull_client.close()
-        for puller in pullers:
-            puller.join(PULLER_JOIN)
-            if puller.alive:
-                logger.debug("Puller %s still runs %.0fs after it was stopped.", puller.name, PULLER_JOIN)
-        if self._pull_client is not None and emulator:
-            self._pull_client.close()
         self.stop_signal.join(PULLER_JOIN)
-        if self.stop_signal.alive:
-            logger.debug("Stop thread still runs %.0fs after it was stopped.", PULLER_JOIN)
         self.stop_signal.close()
         self.timer.stop()
         self.timer.join(PULLER_JOIN)
@@ -225,3 +203,22 @@ class Engine:
         self.inbox.close()
         logger.debug("Engine closed: %d puller(s) stopped, %d message(s) released in all.",
                      len(pullers), self.released)
+
+    def _stop_pulling(self, pullers: list[Puller]) -> None:
+        """Stop every puller and wait for its last pull (bounded).
+
+        Closing the pull client ends every pull in flight, even those that cannot be
+        cancelled alone; the emulator may not honour that (pubsub/pulls.py), so there
+        the pullers' last, short pulls end first.
+        """
+        for puller in pullers:
+            puller.stop()
+        emulator = pulls.on_emulator()
+        if self._pull_client is not None and not emulator:
+            self._pull_client.close()
+        for puller in pullers:
+            puller.join(PULLER_JOIN)
+            if puller.alive:
+                logger.debug("Puller %s still runs %.0fs after it was stopped.", puller.name, PULLER_JOIN)
+        if self._pull_client is not None and emulator:
+            self._pull_client.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from google.cloud import pubsub_v1
 

@@ -66,8 +66,17 @@ class Doorbell:
                     raise
 
     def clear(self) -> None:
-        """Consuming thread, before it looks at the inbox: empty the pipe."""
+        """Consuming thread, before it looks at the inbox: empty the pipe, then allow rings.
+
+        In that order: a ring that lands while the pipe is drained sees the bell still
+        rung and writes nothing (what it announced is there for the look that follows);
+        one after it writes. The other order could drain a ring's byte and leave the bell
+        marked rung with an empty pipe: silent for good, and Celery's event loop stalls.
+        """
+        self._drain()
         self._rung = False
+
+    def _drain(self) -> None:
         try:
             while posix.read(self._read_fd, 512):
                 pass

@@ -36,6 +36,24 @@ def test_the_doorbell_rings_on_arrival_and_is_quiet_once_cleared(inbox):
     assert not readable(inbox)
 
 
+def test_a_ring_landing_while_the_bell_is_cleared_is_never_lost(inbox, monkeypatch):
+    # A puller rings while the consuming thread drains the pipe. The bell must not end
+    # up marked rung with nothing in the pipe: Celery's event loop would wait forever.
+    bell = inbox.doorbell
+    bell.ring()
+    drain = bell._drain
+
+    def ring_during_drain():
+        bell.ring()
+        drain()
+
+    monkeypatch.setattr(bell, "_drain", ring_during_drain)
+    bell.clear()
+    monkeypatch.undo()
+    bell.ring()  # the next arrival
+    assert readable(inbox)
+
+
 def test_a_full_window_holds_its_messages_back_but_not_another_channels(inbox):
     full = Window(lambda: 1, inbox.ring_if_waiting)
     other = Window(lambda: 1, inbox.ring_if_waiting)

@@ -1,4 +1,4 @@
-"""Reliability under faults and bad input (issue 7), each with the figure it measures.
+"""Reliability under faults and bad input, each with the figure it measures.
 
 Every test prints ``FIGURE name: value`` (see them with ``pytest -s``) and
 records the same with ``record_property`` (in ``--junitxml`` reports). The

@@ -17,7 +17,7 @@ closing the client at connection close ends it.
 The emulator does not always honour a cancelled pull: about one time in ten
 the pull stays registered there and takes the next message of its queue for
 a whole ack deadline. So against the emulator no pull is cancelled; pulls
-last at most EMULATOR_PULL_TIMEOUT seconds, and a consumer that goes waits for
+last about a second (EMULATOR_PULL_TIMEOUT), and a consumer that goes waits for
 its last one to end (its messages are given back at once).
 """
 
@@ -35,8 +35,10 @@ from .. import pools
 
 PULL_METHOD = "/google.pubsub.v1.Subscriber/Pull"
 #: Longest pull against the emulator, seconds: how long a closing consumer may wait
-#: for its last pull, which is never cancelled there.
-EMULATOR_PULL_TIMEOUT = 1.0
+#: for its last pull, which is never cancelled there. The emulator answers about a
+#: second before a pull's deadline (at once under one second, which would make an
+#: idle puller spin), so this keeps an idle queue at about one pull a second.
+EMULATOR_PULL_TIMEOUT = 2.0
 
 
 def on_emulator() -> bool:

@@ -134,7 +134,7 @@ def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any],
         "",
     ]
     if target_rows:
-        lines.extend(["| Issue-6 target | Where we stand | |", "| --- | --- | --- |"])
+        lines.extend(["| Target | Where we stand | |", "| --- | --- | --- |"])
         lines.extend(f"| {t['target']} | {t['measured']} | {t['status']} |" for t in target_rows)
         lines.extend(["", "Targets on ratios are judged on medians; losses, memory, crash "
                       "redelivery and tasks started on the worst repeat.", ""])

@@ -1,4 +1,4 @@
-"""Issue 6's targets, each judged from the summary rows: met, missed, or not measured.
+"""The benchmark targets, each judged from the summary rows: met, missed, or not measured.
 
 Apart from report.py because the targets are a policy (thresholds, which repeat
 counts) while report.py only formats what was measured.

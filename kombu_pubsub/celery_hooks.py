@@ -1,13 +1,15 @@
 """Every receiver of Celery's signals that the transport itself needs, in one place.
 
 Connected once, when the first ``pubsub://`` transport of a process is made
-(:func:`connect`); importing the package connects nothing. The morgue's and
+(:func:`connect`), with the worker's ``pubsub_countdowns`` inspect command;
+importing the package connects nothing. The morgue's and
 the metrics' receivers are connected by ``morgue.install(app)`` and
 ``ops.metrics.install(app)``, which the user calls.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from celery import signals
@@ -26,7 +28,36 @@ def connect() -> None:
     if not _connected:
         signals.worker_shutting_down.connect(on_worker_shutting_down, weak=False)
         signals.worker_ready.connect(on_worker_ready, weak=False)
+        from celery.worker.control import inspect_command
+
+        inspect_command(name=COUNTDOWNS_COMMAND)(pending_countdowns)
         _connected = True
+
+
+#: The remote-control inspect command that answers :func:`pending_countdowns`.
+COUNTDOWNS_COMMAND = "pubsub_countdowns"
+
+
+def pending_countdowns(state: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """Countdowns this worker has deferred in Pub/Sub or holds until due, per queue.
+
+    ``{queue: {"pending": n, "held": n, "next_eta": ISO time, "last_eta": ISO time}}``.
+    Celery's ``inspect scheduled`` lists only what Celery itself holds: countdowns
+    wait in Pub/Sub until seconds before they are due.
+    """
+    totals: dict[str, dict[str, Any]] = {}
+    for transport in list(live_transports):
+        for queue, entry in transport.countdowns().items():
+            total = totals.setdefault(queue, {"pending": 0, "held": 0, "next_eta": entry["next_eta"],
+                                              "last_eta": entry["last_eta"]})
+            total["pending"] += entry["pending"]
+            total["held"] += entry["held"]
+            total["next_eta"] = min(total["next_eta"], entry["next_eta"])
+            total["last_eta"] = max(total["last_eta"], entry["last_eta"])
+    for total in totals.values():
+        for key in ("next_eta", "last_eta"):
+            total[key] = datetime.datetime.fromtimestamp(total[key], datetime.UTC).isoformat()
+    return totals
 
 
 def on_worker_ready(sender: Any = None, **kwargs: Any) -> None:

@@ -171,6 +171,11 @@ class Transport(virtual.Transport):
     def engine(self) -> Engine:
         return self._build().engine
 
+    def countdowns(self) -> dict[str, dict[str, Any]]:
+        """Per queue, the countdowns this connection deferred or holds (nothing if never used)."""
+        parts = self._parts
+        return {} if parts is None else parts.engine.intake.countdowns()
+
     def ensure_topic(self, name: str) -> str:
         """Topic path for an exchange, created once per connection."""
         path = self._topics.get(name)

@@ -17,6 +17,7 @@ HANDOVER_EARLY seconds before the ETA; Celery's own timer starts it at the ETA.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import datetime
 import heapq
@@ -140,3 +141,59 @@ class Timer(EngineThread):
                 logger.exception("Handing over a held message failed; Pub/Sub will redeliver it.")
             ran += 1
         return ran
+
+
+class Pending:
+    """The countdowns this worker deferred in Pub/Sub, for operators: how many per queue, when due.
+
+    A deferred message is in no worker's hands until its ack deadline ends, so
+    Celery's ``inspect scheduled`` cannot show it. The worker that deferred it
+    counts it here until its deadline ends; then it comes back to some worker,
+    which counts it again if it is still not due. Summed over the live workers
+    this is every countdown pending, except one deferred by a worker that died
+    since (counted again when it comes back, within ``max_defer_hop``).
+
+    Two floats per message (its ETA and when it comes back, UTC epoch seconds)
+    in flat arrays: 10,000 pending cost about 160 KB. Entries that came back are
+    dropped whenever a queue's list has doubled, and when counted.
+    """
+
+    def __init__(self) -> None:
+        # Guards _etas, _back and _kept (puller threads note; a control command counts).
+        self._lock = os_threading().Lock()
+        self._etas: dict[str, array.array[float]] = {}
+        self._back: dict[str, array.array[float]] = {}
+        self._kept: dict[str, int] = {}
+
+    def note(self, queue: str, eta: float, back_at: float, now: float) -> None:
+        """At `now`, a message of `queue` due at `eta` was deferred until `back_at` (epoch seconds)."""
+        with self._lock:
+            etas = self._etas.setdefault(queue, array.array("d"))
+            back = self._back.setdefault(queue, array.array("d"))
+            etas.append(eta)
+            back.append(back_at)
+            if len(etas) > 2 * self._kept.get(queue, 0) + 64:
+                self._prune(queue, now)
+
+    def count(self, now: float) -> dict[str, dict[str, Any]]:
+        """Per queue with any pending: ``{"pending": n, "next_eta": epoch, "last_eta": epoch}``."""
+        result: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for queue in list(self._etas):
+                self._prune(queue, now)
+                etas = self._etas.get(queue)
+                if etas:
+                    result[queue] = {"pending": len(etas), "next_eta": min(etas), "last_eta": max(etas)}
+        return result
+
+    def _prune(self, queue: str, now: float) -> None:
+        """Drop the entries of `queue` whose message came back by `now` (lock held)."""
+        etas, back = self._etas[queue], self._back[queue]
+        keep = [index for index, back_at in enumerate(back) if back_at > now]
+        if len(keep) < len(back):
+            self._etas[queue] = array.array("d", (etas[index] for index in keep))
+            self._back[queue] = array.array("d", (back[index] for index in keep))
+        self._kept[queue] = len(keep)
+        if not keep:
+            del self._etas[queue], self._back[queue], self._kept[queue]
+

@@ -78,6 +78,8 @@ class Intake:
         self._max_defer_hop = max_defer_hop
         # ack id → a held countdown not handed over yet (puller and timer threads).
         self._held: dict[str, Delivery] = {}
+        #: The countdowns deferred in Pub/Sub from here, counted for operators.
+        self.pending = countdown.Pending()
 
     def accept(self, consumer: Consumer, received: list[Any]) -> list[Delivery]:
         """Lease pulled messages; settle, defer or hold what is not for Celery now; return the rest."""
@@ -140,6 +142,29 @@ class Intake:
                 return
         logger.debug("Deferred a message on %r for %.0fs.", delivery.queue, seconds)
         self._settler.modify(delivery.subscription_path, [delivery.ack_id], int(seconds))
+        eta = countdown.eta_of(delivery.payload)
+        if eta is not None:
+            now = self._clock.now().timestamp()
+            self.pending.note(delivery.queue, eta.timestamp(), now + int(seconds), now)
+
+    def countdowns(self) -> dict[str, dict[str, Any]]:
+        """Per queue, the countdowns pending here: deferred in Pub/Sub, or held until due.
+
+        ``{"pending": n, "held": n, "next_eta": epoch seconds, "last_eta": epoch seconds}``.
+        """
+        result = self.pending.count(self._clock.now().timestamp())
+        for queue in result.values():
+            queue["held"] = 0
+        for delivery in list(self._held.values()):
+            eta = countdown.eta_of(delivery.payload)
+            if eta is None:
+                continue
+            entry = result.setdefault(delivery.queue, {"pending": 0, "held": 0, "next_eta": eta.timestamp(),
+                                                       "last_eta": eta.timestamp()})
+            entry["held"] += 1
+            entry["next_eta"] = min(entry["next_eta"], eta.timestamp())
+            entry["last_eta"] = max(entry["last_eta"], eta.timestamp())
+        return result
 
 
     def _hand_over(self, delivery: Delivery) -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import click
 
+from ..celery_hooks import COUNTDOWNS_COMMAND
 from ..errors import PubSubError
 from ..pubsub.admin import MORGUE_QUEUE
-from . import queue_report
+from . import countdown_report, queue_report
 from .app_queues import app_queues
 from .morgue_tools import Entry, Morgue
 from .queue_tools import QueueTools
@@ -145,6 +147,27 @@ def queues(ctx: click.Context, every: bool, extra: tuple[str, ...], as_json: boo
         click.echo("\n".join(notes))
     if backlog.error:
         click.echo(f"Error: backlog unknown: {backlog.error}", err=True)
+
+
+@pubsub.command()
+@click.option("--timeout", default=1.0, show_default=True, help="Seconds to wait for workers to answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def countdowns(ctx: click.Context, timeout: float, as_json: bool) -> None:
+    """Countdowns and ETAs pending in Pub/Sub, per queue, as the running workers count them."""
+    try:
+        replies = _app(ctx).control.broadcast(COUNTDOWNS_COMMAND, reply=True, timeout=timeout)
+    except PubSubError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = countdown_report.merge(replies)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        click.echo(countdown_report.render(report, timeout))
+    if not report.answered:
+        raise click.ClickException(
+            f"no worker answered within {timeout:g} s; countdowns are counted by running workers "
+            "(start one, or raise --timeout)")
 
 
 @pubsub.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import signal
 import time
 
@@ -68,3 +70,52 @@ def test_pending_countdowns_survive_a_killed_worker(start_worker, e2e_env, task_
     assert len(late) == 5, task_log.path.read_text()
     assert all(seconds >= 0 for seconds in late.values()), late
     assert all(seconds < 3 for seconds in late.values()), late
+
+
+def test_an_operator_sees_pending_countdowns_that_celery_inspect_cannot(start_worker, e2e_env,
+                                                                          task_log):
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT
+
+    start_worker("-c", "1")
+    send(e2e_env, 120, 300)
+    command = [sys.executable, "-m", "celery", "-A", "tests.apps.e2e_app", "pubsub", "countdowns",
+               "--json"]
+    deadline = time.monotonic() + 20
+    while True:  # until the worker has pulled and deferred both
+        shown = subprocess.run(command, cwd=ROOT, env=e2e_env, capture_output=True, text=True,
+                               timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        queues = {item["queue"]: item for item in json.loads(shown.stdout)["queues"]}
+        if queues.get("e2e", {}).get("pending") == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    entry = queues["e2e"]
+    assert (entry["pending"], entry["held"]) == (2, 0), shown.stdout
+    next_due = datetime.datetime.fromisoformat(entry["next_eta"]).timestamp()
+    last_due = datetime.datetime.fromisoformat(entry["last_eta"]).timestamp()
+    assert 100 < next_due - time.time() <= 120 and 280 < last_due - time.time() <= 300, entry
+    # Celery's own view has neither: they wait in Pub/Sub, not in the worker.
+    scheduled = subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.e2e_app", "inspect",
+                                "scheduled", "--json"], cwd=ROOT, env=e2e_env, capture_output=True,
+                               text=True, timeout=60)
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert all(tasks == [] for tasks in json.loads(scheduled.stdout).values()), scheduled.stdout
+    assert task_log.tokens("start") == []
+
+
+def test_with_no_worker_running_the_countdowns_command_says_what_to_do(e2e_env):
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT
+
+    shown = subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.e2e_app", "pubsub",
+                            "countdowns"], cwd=ROOT, env=e2e_env, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 1
+    assert shown.stderr.strip().splitlines() == [
+        "Error: no worker answered within 1 s; countdowns are counted by running workers "
+        "(start one, or raise --timeout)"]

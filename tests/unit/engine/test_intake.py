@@ -128,3 +128,33 @@ def test_closing_gives_back_held_countdowns_and_what_waits_in_the_inbox(engine, 
     flush(engine)
     assert sent(subscriber) == [("modify", ["held", "ready"], 0)]
     assert len(engine.leaser) == 0
+
+
+def test_deferred_countdowns_are_counted_per_queue_until_they_come_back(engine, clock):
+    consumer = consumer_for(engine)
+    base = clock.now()
+    etas = [base + datetime.timedelta(seconds=seconds) for seconds in (100, 40, 2)]
+    items = [received(f"c{index}", envelope(eta=eta)) for index, eta in enumerate(etas)]
+    assert engine.intake.accept(consumer, items) == []
+    counted = engine.intake.countdowns()["jobs"]
+    # Two deferred in Pub/Sub, one held in memory (due within seconds).
+    assert counted == {"pending": 2, "held": 1, "next_eta": etas[2].timestamp(),
+                       "last_eta": etas[0].timestamp()}
+    # The 40 s one comes back (its deadline ends ~3 s before its ETA): no longer counted
+    # here; whichever worker pulls it counts it again.
+    # The held one went to Celery meanwhile.
+    clock.advance(40 - countdown.LOCAL_HOLD + 1)
+    engine.timer.run_due()
+    counted = engine.intake.countdowns()["jobs"]
+    assert counted == {"pending": 1, "held": 0, "next_eta": etas[0].timestamp(),
+                       "last_eta": etas[0].timestamp()}
+
+
+def test_counting_pending_countdowns_stays_linear_and_drops_what_came_back():
+    book = countdown.Pending()
+    for index in range(1000):  # each comes back one second after the one before
+        book.note("q", 5000.0 + index, 1000.0 + index, now=1000.0 + index / 2)
+    # Noting prunes as the list doubles: what came back is gone long before counting.
+    assert len(book._etas["q"]) < 1000
+    assert book.count(now=1998.5)["q"]["pending"] == 1
+    assert book.count(now=1999.0) == {}

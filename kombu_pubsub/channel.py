@@ -33,7 +33,8 @@ class Channel(virtual.Channel):
 
     QoS = QoS
     supports_fanout = True
-    exchange_types = {**virtual.Channel.exchange_types, "topic": exchanges.TopicExchange}
+    exchange_types = {**virtual.Channel.exchange_types, "topic": exchanges.TopicExchange,
+                      "fanout": exchanges.FanoutExchange}
     connection: Transport
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
@@ -50,26 +51,55 @@ class Channel(virtual.Channel):
         self._declared: dict[str, dict[str, Any]] = {}
         self._no_ack: set[str] = set()
         self._temporary = TemporaryQueues()
+        # The queue whose subscription the last declare created (a bind may move it).
+        self._fresh: str | None = None
         #: queue → the exchange whose topic its subscription is on (fanout, temporary topic).
         self.subscribed_exchanges: dict[str, str] = {}
 
     # -- declaring -----------------------------------------------------------------
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         self._declared[queue] = kwargs
-        if not self._is_temporary(queue):
-            self.ensure_queue(queue)
+        self._fresh = None
+        if not self._is_temporary(queue) and self.ensure_queue(queue).created:
+            self._fresh = queue
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return self.connection.admin.find_subscription(queue) is not None
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         kind = self.typeof(exchange).type
+        fresh, self._fresh = self._fresh, None
         if kind == "fanout" or (kind == "topic" and self._is_temporary(queue)):
-            info = self.ensure_queue(queue, topic=exchange)
-            self.subscribed_exchanges[queue] = exchange
-            self.connection.exchange_topics.created(exchange, info.topic_path)
+            info = self._on_exchange_topic(queue, exchange, fresh == queue)
+            if info is not None:
+                self.subscribed_exchanges[queue] = exchange
+                self.connection.exchange_topics.created(exchange, info.topic_path)
         else:
             self.ensure_queue(queue)
+
+    def _on_exchange_topic(self, queue: str, exchange: str, fresh: bool) -> SubscriptionInfo | None:
+        """The subscription of `queue` on `exchange`'s topic, moved there if it was just made.
+
+        Kombu declares a queue, then binds it; declaring made its subscription on
+        its own topic. When this channel made it in that declare, it is re-made on
+        the exchange's topic, where every publisher's fanout reaches it. A queue that
+        already lived on its own topic keeps it (what waits there is not dropped):
+        None, and exchanges.FanoutExchange also publishes to its topic from here.
+        """
+        admin = self.connection.admin
+        info = self.ensure_queue(queue, topic=exchange)
+        if info.topic_path == admin.topic_path(exchange):
+            return info
+        if fresh:
+            admin.delete_subscription(info.path)
+            self.connection.subscriptions.pop(queue, None)
+            return self.ensure_queue(queue, topic=exchange)
+        logger.warning(
+            "Queue %r is bound to fanout exchange %r but its subscription is on the queue's own "
+            "topic (it existed before the binding): it gets the exchange's messages only from "
+            "publishers that declared this binding. To receive every publisher's, delete it "
+            "('celery pubsub delete %s') and declare it again.", queue, exchange, queue)
+        return None
 
     def ensure_queue(self, queue: str, topic: str | None = None) -> SubscriptionInfo:
         """The subscription behind `queue`, created (with its topic) if needed."""

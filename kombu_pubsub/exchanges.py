@@ -2,7 +2,9 @@
 
 * direct: each queue is its own topic; the routing key names the queue when the
   binding was declared by another process (Celery names queues after their key).
-* fanout: one topic per exchange, one subscription per bound queue.
+* fanout: one topic per exchange, one subscription per bound queue, on it. A
+  durable queue that lived on its own topic before it was bound keeps it, and
+  gets the exchange's messages from publishers that declared the binding.
 * topic: durable queues bound to it are routed by this connection's bindings,
   as in Kombu's virtual transports (no extra topic per task queue); temporary
   queues (``celery events``, Flower, any auto-delete receiver) subscribe to the
@@ -54,6 +56,22 @@ class TopicExchange(virtual_exchange.TopicExchange):
         except PubSubError as exc:
             channel.connection.exchange_topics.forget(exchange)
             logger.warning("Dropped a message for exchange %r (%s).", exchange, exc)
+
+
+class FanoutExchange(virtual_exchange.FanoutExchange):
+    """Kombu's fanout exchange: the exchange's topic, and queues bound here on their own topic."""
+
+    channel: Channel
+
+    def deliver(self, message: dict[str, Any], exchange: str, routing_key: str,
+                **kwargs: Any) -> None:
+        channel = self.channel
+        channel._put_fanout(exchange, message, routing_key, **kwargs)
+        exchange_topic = channel.connection.admin.topic_path(exchange)
+        for queue in channel._lookup(exchange, routing_key):
+            info = channel.connection.subscriptions.get(queue)
+            if info is not None and info.topic_path != exchange_topic:
+                channel._put(queue, message, **kwargs)
 
 
 def remote_queue(exchange: str, routing_key: str) -> str:

@@ -89,3 +89,40 @@ def test_create_missing_off_uses_what_exists(connect, project, publisher_client,
         queue.put({"x": 1})
         assert queue.get(timeout=10).payload == {"x": 1}
         queue.close()
+
+
+def test_a_durable_queue_bound_to_a_fanout_lives_on_the_exchange_topic(
+        connect, project, subscriber_client):
+    with connect() as connection:
+        Queue("listens", Exchange("news", "fanout"))(connection.default_channel).declare()
+    sub = subscriber_client.get_subscription(
+        request={"subscription": f"projects/{project}/subscriptions/listens"})
+    assert sub.topic == f"projects/{project}/topics/news"
+
+
+def test_a_queue_bound_to_a_fanout_after_it_existed_keeps_what_waits_and_gets_the_fanout(
+        connect, caplog):
+    import logging
+
+    from kombu import Consumer, Producer
+
+    with connect() as connection:
+        Producer(connection.default_channel).publish({"n": 0}, routing_key="late",
+                                                     declare=[Queue("late")], serializer="json")
+    exchange = Exchange("bulletin", "fanout")
+    with connect() as connection:
+        with caplog.at_level(logging.WARNING, logger="kombu_pubsub.channel"):
+            Producer(connection.default_channel, exchange=exchange).publish(
+                {"n": 1}, declare=[Queue("late", exchange)], serializer="json")
+        assert "existed before the binding" in caplog.text
+        got = []
+        with Consumer(connection, [Queue("late", exchange)], accept=["json"],
+                      callbacks=[lambda body, message: (got.append(body["n"]), message.ack())]):
+            for _ in range(20):
+                if len(got) == 2:
+                    break
+                try:
+                    connection.drain_events(timeout=0.5)
+                except TimeoutError:
+                    pass
+    assert sorted(got) == [0, 1]

@@ -7,6 +7,7 @@ connection's engine (engine/), temporary queues to temporary.py.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import itertools
 import logging
@@ -14,8 +15,9 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from kombu.transport import virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
 
-from . import celery_hooks, exchanges, morgue, wire
+from . import celery_hooks, exchanges, expiry, morgue, wire
 from .engine import Consumer, Delivery
 from .errors import PublishError
 from .pubsub.admin import SubscriptionInfo
@@ -26,6 +28,14 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 logger = logging.getLogger(__name__)
+
+#: Pulls one basic_get makes at most: each message settled on the way costs one, and a
+#: morgue that cannot be reached must not turn one get into an endless loop.
+GET_PASSES = 10
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 class Channel(virtual.Channel):
@@ -57,7 +67,12 @@ class Channel(virtual.Channel):
         self.subscribed_exchanges: dict[str, str] = {}
 
     # -- declaring -----------------------------------------------------------------
+    def prepare_queue_arguments(self, arguments: Any, **kwargs: Any) -> dict[str, Any]:
+        """Queue(message_ttl=…) → ``x-message-ttl`` (ms), as on RabbitMQ (expiry.py enforces it)."""
+        return to_rabbitmq_queue_arguments(arguments, **kwargs)
+
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        expiry.queue_ttl(queue, kwargs.get("arguments"))  # a bad TTL fails the declare
         self._declared[queue] = kwargs
         self._fresh = None
         if not self._is_temporary(queue) and self.ensure_queue(queue).created:
@@ -117,9 +132,14 @@ class Channel(virtual.Channel):
         declared = self._declared.get(queue, {})
         return bool(declared.get("auto_delete") or declared.get("exclusive"))
 
+    def _message_ttl(self, queue: str) -> float | None:
+        """The message TTL this channel declared `queue` with, seconds."""
+        return expiry.queue_ttl(queue, self._declared.get(queue, {}).get("arguments"))
+
     # -- publishing ----------------------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         data, attributes = wire.encode(message)
+        attributes.update(expiry.stamp(message, self._message_ttl(queue), _now()))
         if queue in self._declared or queue in self.connection.subscriptions:
             topic_path = self.ensure_queue(queue).topic_path
         else:
@@ -138,6 +158,7 @@ class Channel(virtual.Channel):
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
                     **kwargs: Any) -> None:
         data, attributes = wire.encode(message)
+        attributes.update(expiry.stamp(message, None, _now()))  # each queue's TTL: its consumer's
         topic_path = self.connection.ensure_topic(exchange)
         self.connection.publisher.publish(topic_path, data, attributes)
 
@@ -155,8 +176,7 @@ class Channel(virtual.Channel):
             self._no_ack.add(queue)
         result = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
         if queue not in self._pulling:
-            consumer = Consumer(self, queue, info, self.window, functools.partial(next, self._tags),
-                                functools.partial(exchanges.matches, self, queue))
+            consumer = self._consumer(queue, info)
             self._pulling[queue] = consumer
             self.engine.consume(consumer)
         return result
@@ -193,16 +213,25 @@ class Channel(virtual.Channel):
         super().basic_qos(prefetch_size, prefetch_count, apply_global)
         self.window.wake()
 
+    def _consumer(self, queue: str, info: SubscriptionInfo) -> Consumer:
+        return Consumer(self, queue, info, self.window, functools.partial(next, self._tags),
+                        functools.partial(exchanges.matches, self, queue),
+                        message_ttl=self._message_ttl(queue))
+
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        """basic_get: the next message Celery may have; those buried or skipped on the way
+        (expired, refused, not for this queue) are passed over, at most GET_PASSES of them."""
         info = self.ensure_queue(queue)
-        response = self.connection.subscriber.pull(
-            request={"subscription": info.path, "max_messages": 1, "return_immediately": True},
-            timeout=self.options.rpc_timeout)
-        consumer = Consumer(self, queue, info, self.window, functools.partial(next, self._tags),
-                            functools.partial(exchanges.matches, self, queue))
-        for delivery in self.engine.intake.accept(consumer, list(response.received_messages)):
-            self.window.hold(delivery)
-            return delivery.payload
+        consumer = self._consumer(queue, info)
+        for _ in range(GET_PASSES):
+            response = self.connection.subscriber.pull(
+                request={"subscription": info.path, "max_messages": 1, "return_immediately": True},
+                timeout=self.options.rpc_timeout)
+            if not response.received_messages:
+                break
+            for delivery in self.engine.intake.accept(consumer, list(response.received_messages)):
+                self.window.hold(delivery)
+                return delivery.payload
         raise Empty()
 
     def deliver(self, delivery: Delivery) -> None:

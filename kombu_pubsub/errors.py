@@ -4,7 +4,7 @@
 
     KombuError (kombu.exceptions)
     └── PubSubError                     anything this package raises
-        ├── ConfigurationError          a bad URL or transport option
+        ├── ConfigurationError          a bad URL, transport option or queue argument
         ├── NamingError                 a queue/exchange name Pub/Sub cannot take
         ├── ResourceMissingError        create_missing=False and a topic/subscription is absent
         ├── MessageTooLargeError        a message over Pub/Sub's 10 MB limit
@@ -25,7 +25,7 @@ class PubSubError(KombuError):
 
 
 class ConfigurationError(PubSubError, ValueError):
-    """A broker URL or transport option is malformed or out of range."""
+    """A broker URL, transport option or queue argument is malformed or out of range."""
 
 
 class NamingError(PubSubError, ValueError):

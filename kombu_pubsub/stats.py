@@ -25,6 +25,7 @@ COUNTERS = {
     "nacked": "Messages nacked (given back for redelivery at once).",
     "deferred": "Countdown/ETA messages put off: deferred in Pub/Sub, held or re-published.",
     "morgued": "Messages moved to the morgue by this process.",
+    "expired": "Messages moved to the morgue because they expired (also counted in morgued).",
     "lease_extensions": "Ack deadline extensions sent for messages being worked on.",
     "published": "Messages Pub/Sub accepted from this process.",
     "publish_failures": "Publishes that failed (raised, or logged in fast mode).",

@@ -11,7 +11,8 @@ Features
   exchange's topic and match routing keys themselves (see exchanges.py)
 * Supports Fanout: Yes (one topic per exchange, one subscription per bound queue)
 * Supports Priority: No
-* Supports TTL: No
+* Supports TTL: Yes, message ``expiration`` and queue ``message_ttl`` (``x-message-ttl``):
+  enforced when a message is consumed; an expired one goes to the morgue (see expiry.py)
 
 Connection String
 =================

@@ -4,7 +4,10 @@ A Pub/Sub message's ``data`` is the UTF-8 JSON of Kombu's virtual-transport
 envelope (``body`` — base64 unless ``body_encoding`` says otherwise —
 ``content-type``, ``content-encoding``, ``headers``, ``properties``), the same
 envelope every Kombu virtual transport stores. Attributes carry a copy of the
-task name and id (for the console and morgue listings), never the payload.
+task name and id (for the console and morgue listings), never the payload; the
+channel adds the expiry stamp (expiry.py). Headers and properties must be JSON:
+anything else raises Kombu's ``EncodeError`` naming the header, as Kombu's own
+serializers do for a body.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import base64
 import binascii
 import json
 from typing import Any
+
+from kombu.exceptions import EncodeError
 
 from .errors import MessageTooLargeError
 
@@ -33,8 +38,14 @@ class UndecodableMessage(ValueError):
 
 
 def encode(envelope: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    """Return (data, attributes) for a Kombu envelope; raise MessageTooLargeError when over 10 MB."""
-    data = json.dumps(envelope, separators=(",", ":")).encode("utf-8")
+    """Return (data, attributes) for a Kombu envelope.
+
+    Raise EncodeError when a header or property is not JSON, MessageTooLargeError when over 10 MB.
+    """
+    try:
+        data = json.dumps(envelope, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # ValueError: a circular reference
+        raise EncodeError(_unencodable(envelope, exc)) from exc
     if len(data) > MAX_DATA_BYTES:
         raise MessageTooLargeError(
             f"message of {len(data)} bytes exceeds Pub/Sub's 10 MB limit; "
@@ -92,6 +103,21 @@ def body(envelope: dict[str, Any]) -> bytes:
         return base64.b64decode(raw.encode("utf-8"))
     except (binascii.Error, ValueError):
         raise UndecodableMessage("message body is not valid base64 (body_encoding 'base64')") from None
+
+
+def _unencodable(envelope: dict[str, Any], error: Exception) -> str:
+    """Which part of an envelope JSON cannot encode, and what to send instead."""
+    advice = "send JSON types only (str, int, float, bool, None, list, dict), e.g. str(value)"
+    for part in ("headers", "properties"):
+        values = envelope.get(part)
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            try:
+                json.dumps({key: value})
+            except (TypeError, ValueError) as exc:
+                kind = "header" if part == "headers" else "message property"
+                return (f"{kind} {key!r} cannot be encoded as JSON ({type(value).__name__}: {exc}); "
+                        f"{advice}")
+    return f"message cannot be encoded as JSON ({error}); {advice}"
 
 
 def _clip(value: str) -> str:

@@ -2,9 +2,10 @@
 
 :func:`judge` is the decision, pure: decode, check (what Celery would crash on
 or drop goes to the morgue with its reason), match the queue's bindings, and
-look at the countdown. :class:`Intake` carries the verdicts out: deliver,
-hold a countdown due within seconds, defer it in Pub/Sub, re-publish it,
-bury a message in the morgue, or ack one not meant for this queue.
+look at the countdown and the expiry. :class:`Intake` carries the verdicts
+out: deliver, hold a countdown due within seconds, defer it in Pub/Sub,
+re-publish it, bury a message in the morgue (an expired one counted as such),
+or ack one not meant for this queue.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import morgue, wire
+from .. import expiry, morgue, wire
 from ..errors import PubSubError
 from ..stats import Stats
 from . import countdown
@@ -37,7 +38,8 @@ Republish = Callable[[str, bytes, dict[str, str]], None]
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """'deliver', 'hold', 'defer', 'republish', 'bury' or 'skip', with what it needs."""
+    """'deliver', 'hold', 'defer', 'republish', 'bury', 'expire' (bury, counted) or 'skip',
+    with what it needs."""
 
     action: str
     payload: dict[str, Any] | None = None
@@ -46,8 +48,16 @@ class Verdict:
 
 
 def judge(data: bytes, delivery_attempt: int, now: datetime.datetime, max_defer_hop: float,
-          wanted: Callable[[dict[str, Any]], bool]) -> Verdict:
-    """Decide what happens to one pulled message."""
+          wanted: Callable[[dict[str, Any]], bool], attributes: Mapping[str, str] | None = None,
+          published: datetime.datetime | None = None, message_ttl: float | None = None) -> Verdict:
+    """Decide what happens to one pulled message.
+
+    `attributes` and `published` (Pub/Sub's publish time) are the message's;
+    `message_ttl` is its queue's TTL as the consuming channel declared it, seconds.
+    A message is expired when it would be handed over (now, or at its ETA) past
+    its deadline (expiry.py): a countdown that cannot run before it expires goes
+    to the morgue at once, not at its ETA.
+    """
     try:
         payload = wire.decode(data)
     except wire.UndecodableMessage as exc:
@@ -58,6 +68,11 @@ def judge(data: bytes, delivery_attempt: int, now: datetime.datetime, max_defer_
     if not wanted(payload):
         return Verdict("skip")
     plan = countdown.plan(payload, now, delivery_attempt, max_defer_hop)
+    eta = countdown.eta_of(payload) if plan.action != "deliver" else None
+    expired = expiry.check(payload, attributes or {}, published, message_ttl, eta or now,
+                           at_eta=eta is not None)
+    if expired:
+        return Verdict("expire", reason=expired)
     return Verdict(plan.action, payload, plan.seconds)
 
 
@@ -92,7 +107,8 @@ class Intake:
         ready = []
         for item in received:
             verdict = judge(item.message.data, item.delivery_attempt, now, self._max_defer_hop,
-                            consumer.wanted)
+                            consumer.wanted, item.message.attributes, item.message.publish_time,
+                            consumer.message_ttl)
             if verdict.payload is None:
                 self._settle_here(consumer, item, verdict)
                 continue
@@ -109,9 +125,11 @@ class Intake:
         """A message Celery never sees: bury it (ack once buried, else nack) or skip it (ack)."""
         path = consumer.subscription.path
         ack = True
-        if verdict.action == "bury":
+        if verdict.action in ("bury", "expire"):
             ack = self._bury(item.message.data, dict(item.message.attributes), verdict.reason,
                              consumer.queue)
+            if ack and verdict.action == "expire":
+                self._stats.add("expired")
         self._leaser.remove(item.ack_id)
         if ack:
             self._settler.ack(path, item.ack_id)
@@ -132,7 +150,7 @@ class Intake:
         if verdict.action == "republish":
             try:
                 self._republish(consumer.subscription.topic_path, item.message.data,
-                                dict(item.message.attributes))
+                                expiry.carried(item.message.attributes, item.message.publish_time))
             except PubSubError as exc:
                 logger.warning("Could not re-publish a delayed message on %r (%s); deferring it "
                                "instead.", delivery.queue, exc)

@@ -72,6 +72,8 @@ class Consumer:
     """False for a message on an exchange topic that matches none of this queue's bindings."""
     busy: int = 0
     """Messages its last pull brought (for the share of the window its next pull asks for)."""
+    message_ttl: float | None = None
+    """The queue's message TTL as the channel declared it (``x-message-ttl``), seconds."""
 
 
 class Puller(EngineThread):

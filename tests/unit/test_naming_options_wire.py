@@ -171,6 +171,26 @@ def test_wire_refuses_oversized_messages():
         encode(dict(ENVELOPE, body="x" * 10_000_000))
 
 
+def circular() -> dict:
+    loop: dict = {}
+    loop["self"] = loop
+    return loop
+
+
+@pytest.mark.parametrize(("part", "values", "message"), [
+    ("headers", {"ok": 1, "bad": object()}, r"header 'bad' cannot be encoded as JSON \(object: "),
+    ("headers", {"when": {1, 2}}, r"header 'when' cannot be encoded as JSON \(set: "),
+    ("headers", {"loop": circular()}, r"header 'loop' cannot be encoded as JSON \(dict: "),
+    ("headers", {(1, 2): "tuple key"}, r"header \(1, 2\) cannot be encoded as JSON"),
+    ("properties", {"custom": b"bytes"}, r"message property 'custom' cannot be encoded as JSON"),
+])
+def test_a_value_json_cannot_encode_raises_kombus_encode_error_naming_it(part, values, message):
+    from kombu.exceptions import EncodeError
+
+    with pytest.raises(EncodeError, match=message + ".*send JSON types only"):
+        encode(dict(ENVELOPE, **{part: values}))
+
+
 @pytest.mark.parametrize(("data", "reason"), [
     (b"", "empty"),
     (b"\xff\xfe\x00garbage", "not UTF-8 JSON"),

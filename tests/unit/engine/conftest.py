@@ -34,12 +34,14 @@ def envelope(body: Any = None, eta: datetime.datetime | None = None, task: str =
             "properties": {"body_encoding": "base64", "delivery_info": {"routing_key": "jobs"}}}
 
 
-def received(ack_id: str, payload: dict | bytes, attempt: int = 0) -> Any:
-    """A ReceivedMessage as a pull returns it."""
+def received(ack_id: str, payload: dict | bytes, attempt: int = 0,
+             published: datetime.datetime | None = None, attributes: dict | None = None) -> Any:
+    """A ReceivedMessage as a pull returns it (published: Pub/Sub's publish time)."""
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return pubsub_v1.types.ReceivedMessage(
-        ack_id=ack_id, delivery_attempt=attempt,
-        message=pubsub_v1.types.PubsubMessage(data=data, attributes={"kombu_pubsub": "1"}))
+    message = pubsub_v1.types.PubsubMessage(data=data, attributes={"kombu_pubsub": "1", **(attributes or {})})
+    if published is not None:
+        message.publish_time = published
+    return pubsub_v1.types.ReceivedMessage(ack_id=ack_id, delivery_attempt=attempt, message=message)
 
 
 class FakeCall:
@@ -113,7 +115,14 @@ def republished() -> list[str]:
 
 
 @pytest.fixture
-def engine(subscriber, clock, pulls, buried, republished, no_installed_apps) -> Iterator[Engine]:
+def republished_attributes() -> list[dict]:
+    """The attributes of each copy the engine re-published."""
+    return []
+
+
+@pytest.fixture
+def engine(subscriber, clock, pulls, buried, republished, republished_attributes,
+           no_installed_apps) -> Iterator[Engine]:
     """An engine whose threads are never started: the test drives each part."""
     def bury(data: bytes, attributes: dict, reason: str, queue: str) -> bool:
         buried.append((reason, queue))
@@ -121,6 +130,7 @@ def engine(subscriber, clock, pulls, buried, republished, no_installed_apps) -> 
 
     def republish(topic_path: str, data: bytes, attributes: dict) -> None:
         republished.append(topic_path)
+        republished_attributes.append(attributes)
 
     options = TransportOptions(ack_deadline=30, max_lease=600, pull_max_messages=100)
     yield Engine(subscriber, Budget(5.0), options, Stats(), bury, republish, clock=clock,

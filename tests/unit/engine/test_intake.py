@@ -158,3 +158,84 @@ def test_counting_pending_countdowns_stays_linear_and_drops_what_came_back():
     assert len(book._etas["q"]) < 1000
     assert book.count(now=1998.5)["q"]["pending"] == 1
     assert book.count(now=1999.0) == {}
+
+def expiring(seconds: float) -> dict:
+    """A task envelope published with Kombu's expiration (milliseconds, as text)."""
+    message = envelope()
+    message["properties"]["expiration"] = str(int(seconds * 1000))
+    return message
+
+
+@pytest.mark.parametrize(("message", "published", "ttl", "action", "reason"), [
+    (expiring(5), NOW - datetime.timedelta(seconds=7), None, "expire",
+     "expired: 7.0s old, over its expiration of 5s"),
+    (expiring(5), NOW - datetime.timedelta(seconds=3), None, "deliver", ""),
+    (envelope(), NOW - datetime.timedelta(seconds=6), 5.0, "expire",
+     "expired: 6.0s old, over its queue message TTL of 5s"),
+    (envelope(), NOW - datetime.timedelta(seconds=6), None, "deliver", ""),
+])
+def test_judge_sends_an_expired_message_to_the_morgue_with_its_age_and_limit(
+        message, published, ttl, action, reason, no_installed_apps):
+    import json
+
+    verdict = judge(json.dumps(message).encode(), 1, NOW, 600, lambda payload: True,
+                    published=published, message_ttl=ttl)
+    assert (verdict.action, verdict.reason) == (action, reason)
+
+
+@pytest.mark.parametrize(("countdown_seconds", "action"), [(60, "expire"), (2, "hold"), (4, "defer")])
+def test_judge_expires_a_countdown_that_would_be_handed_over_after_its_deadline(
+        countdown_seconds, action, no_installed_apps):
+    import json
+
+    message = envelope(eta=NOW + datetime.timedelta(seconds=countdown_seconds))
+    message["properties"]["expiration"] = "10000"
+    verdict = judge(json.dumps(message).encode(), 1, NOW, 600, lambda payload: True, published=NOW)
+    assert verdict.action == action
+    if action == "expire":
+        assert verdict.reason == "expired: 60.0s old at its ETA, over its expiration of 10s"
+
+
+def test_judge_leaves_a_message_for_another_queue_alone_even_if_expired(no_installed_apps):
+    import json
+
+    verdict = judge(json.dumps(expiring(0)).encode(), 1, NOW, 600, lambda payload: False,
+                    published=NOW - datetime.timedelta(seconds=9))
+    assert verdict.action == "skip"
+
+
+def test_an_expired_message_is_buried_acked_and_counted(engine, clock, buried, subscriber):
+    consumer = consumer_for(engine)
+    consumer.message_ttl = 5.0
+    old = received("old", envelope(), published=clock.now() - datetime.timedelta(seconds=8))
+    fresh = received("fresh", envelope(), published=clock.now() - datetime.timedelta(seconds=1))
+    ready = engine.intake.accept(consumer, [old, fresh])
+    flush(engine)
+    assert [delivery.ack_id for delivery in ready] == ["fresh"]
+    assert buried == [("expired: 8.0s old, over its queue message TTL of 5s", "jobs")]
+    assert sent(subscriber) == [("ack", ["old"], -1)]
+    assert engine.stats.counts()["expired"] == 1
+    assert len(engine.leaser) == 1  # only the fresh one, now Celery's
+
+
+def test_an_expired_message_the_morgue_did_not_take_is_nacked_and_not_counted(engine, clock, subscriber):
+    from kombu_pubsub.engine.intake import Intake
+
+    intake = Intake(engine.leaser, engine.settler, engine.timer, engine.inbox, clock, engine.stats,
+                    lambda *args: False, lambda *args: None, 600)
+    expired = received("old", expiring(1), published=clock.now() - datetime.timedelta(seconds=3))
+    assert intake.accept(consumer_for(engine), [expired]) == []
+    flush(engine)
+    assert sent(subscriber) == [("modify", ["old"], 0)]
+    assert engine.stats.counts()["expired"] == 0
+
+
+def test_a_republished_countdown_keeps_its_first_publish_time_so_its_ttl_is_not_restarted(
+        engine, clock, republished_attributes):
+    consumer = consumer_for(engine)
+    consumer.message_ttl = 3600.0
+    first = clock.now() - datetime.timedelta(seconds=200)
+    eta = clock.now() + datetime.timedelta(seconds=100)
+    engine.intake.accept(consumer, [received("a", envelope(eta=eta), attempt=3, published=first)])
+    assert republished_attributes == [{"kombu_pubsub": "1",
+                                       "published_at": "2025-12-31T23:56:40.000+00:00"}]

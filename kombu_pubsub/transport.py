@@ -21,7 +21,7 @@ API endpoint; without one, the ``api_endpoint`` option, else ``PUBSUB_EMULATOR_H
 (the emulator), else Google Cloud's global endpoint. A named endpoint is Google
 Cloud (TLS, Application Default Credentials) when its host ends in
 ``googleapis.com``, an emulator otherwise; the ``emulator`` option overrides that
-(see pubsub/endpoint.py). Alternates (``pubsub://A/p;pubsub://B/p``) fail over:
+(see pubsub/endpoint.py). Alternates (``pubsub://A/proj;pubsub://B/proj``) fail over:
 connecting to an endpoint that does not answer raises a connection error, and
 Kombu moves on to the next.
 

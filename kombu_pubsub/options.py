@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +83,17 @@ class TransportOptions:
     morgue after that many deliveries (a task that kills its worker every time),
     5–100; 0 creates work subscriptions without a dead-letter policy."""
 
+    api_endpoint: str = ""
+    """``HOST[:PORT]`` of the Pub/Sub API to call (a regional endpoint such as
+    ``us-east1-pubsub.googleapis.com:443``, or an emulator) when the broker URL names
+    none; empty: ``PUBSUB_EMULATOR_HOST`` if set, else Google's global endpoint."""
+
+    emulator: bool | None = None
+    """Whether the endpoint named by the URL or ``api_endpoint`` is an emulator (plain
+    text, no credentials) rather than Google Cloud (TLS, Application Default
+    Credentials). Unset (``auto``): Google Cloud when the host ends in
+    ``googleapis.com``, an emulator otherwise."""
+
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None) -> TransportOptions:
         """Build from ``broker_transport_options``; unknown keys used by Kombu itself are ignored."""
@@ -91,7 +103,12 @@ class TransportOptions:
             name = ALIASES.get(name, name)
             if name not in fields:
                 continue
-            values[name] = _coerce(name, raw, fields[name].default)
+            if name == "emulator":
+                values[name] = _coerce_auto_bool(name, raw)
+            elif name == "api_endpoint":
+                values[name] = "" if raw is None else str(raw).strip()
+            else:
+                values[name] = _coerce(name, raw, fields[name].default)
         result = cls(**values)
         result.validate()
         return result
@@ -111,6 +128,11 @@ class TransportOptions:
         _check_range("max_defer_hop", self.max_defer_hop, 10, 600)
         if self.dead_letter_attempts:
             _check_range("dead_letter_attempts", self.dead_letter_attempts, 5, 100)
+        if self.api_endpoint and not _TARGET_RE.match(self.api_endpoint):
+            raise ConfigurationError(
+                f"transport option api_endpoint={self.api_endpoint!r} is not an endpoint; "
+                "expected HOST or HOST:PORT, e.g. 'us-east1-pubsub.googleapis.com:443' or "
+                "'127.0.0.1:8085' (no scheme, no path)")
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -138,6 +160,18 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         ) from None
 
 
+def _coerce_auto_bool(name: str, raw: Any) -> bool | None:
+    """True, False, or None for "auto" (also None and the empty string)."""
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "auto")):
+        return None
+    try:
+        return _coerce(name, raw, False)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"transport option {name}={raw!r} is not valid; accepted: true, false or auto"
+        ) from None
+
+
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise ConfigurationError(
@@ -145,22 +179,60 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         )
 
 
-def project_from_url(
+#: HOST or HOST:PORT; an IPv6 host in brackets.
+_TARGET_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?$")
+
+URL_FORMS = ("expected pubsub://PROJECT, pubsub://HOST[:PORT]/PROJECT, or pubsub:// with "
+             "PUBSUB_JOB_QUEUE_PROJECT_ID set")
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerAddress:
+    """What a ``pubsub://`` URL names: a project, and perhaps the endpoint to reach it at."""
+
+    project: str
+    target: str | None = None
+    """``HOST[:PORT]`` from the URL, or None when the URL names no endpoint."""
+
+
+def parse_url(
     hostname: str | None, port: int | None = None, userid: str | None = None,
     password: str | None = None, virtual_host: str | None = None,
-) -> str:
-    """The project id from ``pubsub://PROJECT`` (Kombu's parsed URL parts).
+) -> BrokerAddress:
+    """The project and endpoint a ``pubsub://`` URL names (from Kombu's parsed URL parts).
 
-    ``pubsub://`` alone takes ``$PUBSUB_JOB_QUEUE_PROJECT_ID``, else ``job_queue``.
+    A URL with a path names an endpoint and a project, ``pubsub://HOST[:PORT]/PROJECT``;
+    one without a path names a project only, ``pubsub://PROJECT``. ``pubsub://`` and
+    ``pubsub:///PROJECT`` name no endpoint; ``pubsub://`` takes
+    ``$PUBSUB_JOB_QUEUE_PROJECT_ID``, else ``job_queue``.
     """
-    expected = "expected pubsub://<project-id> or pubsub:// with PUBSUB_JOB_QUEUE_PROJECT_ID set"
-    if port or userid or password:
+    if userid or password:
         raise ConfigurationError(
-            f"broker URL has a port, user or password, which Pub/Sub does not use; {expected}"
-        )
-    if virtual_host not in (None, "", "/"):
+            f"broker URL has a user or password, which Pub/Sub does not use; {URL_FORMS}")
+    if port and not hostname:
+        raise ConfigurationError(f"broker URL has a port but no host; {URL_FORMS}")
+    path = (virtual_host or "").strip("/")
+    if not path:
+        if port:
+            raise ConfigurationError(
+                f"broker URL pubsub://{_join(hostname or '', port)} has a port but no project; "
+                f"write pubsub://{_join(hostname or 'HOST', port)}/<project-id> to use that "
+                f"endpoint ({URL_FORMS})")
+        if hostname and "." in hostname:
+            # Project ids have no dots (legacy "example.com:p" ids cannot sit in a URL's host).
+            raise ConfigurationError(
+                f"broker URL pubsub://{_join(hostname, None)} names a project, and "
+                f"{hostname!r} looks like a host; to use that endpoint write "
+                f"pubsub://{_join(hostname, None)}/<project-id> ({URL_FORMS})")
+        return BrokerAddress(check_project(hostname or os.environ.get(PROJECT_ENV) or DEFAULT_PROJECT))
+    if "/" in path:
         raise ConfigurationError(
-            f"broker URL has a path {virtual_host!r}, which Pub/Sub does not use; {expected}"
-        )
-    project = hostname or os.environ.get(PROJECT_ENV) or DEFAULT_PROJECT
-    return check_project(project)
+            f"broker URL has the path {virtual_host!r}; the path is one project id ({URL_FORMS})")
+    return BrokerAddress(check_project(path), _join(hostname, port) if hostname else None)
+
+
+def _join(host: str, port: int | None) -> str:
+    """HOST[:PORT], an IPv6 host in brackets."""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port else host

@@ -17,8 +17,14 @@ Features
 Connection String
 =================
 ``pubsub://PROJECT``; ``pubsub://`` takes ``$PUBSUB_JOB_QUEUE_PROJECT_ID``, else
-``job_queue``. The emulator is used when ``PUBSUB_EMULATOR_HOST`` is set, Google
-Cloud with Application Default Credentials otherwise.
+``job_queue``. ``pubsub://HOST[:PORT]/PROJECT`` (a URL with a path) also names the
+API endpoint; without one, the ``api_endpoint`` option, else ``PUBSUB_EMULATOR_HOST``
+(the emulator), else Google Cloud's global endpoint. A named endpoint is Google
+Cloud (TLS, Application Default Credentials) when its host ends in
+``googleapis.com``, an emulator otherwise; the ``emulator`` option overrides that
+(see pubsub/endpoint.py). Alternates (``pubsub://A/proj;pubsub://B/proj``) fail over:
+connecting to an endpoint that does not answer raises a connection error, and
+Kombu moves on to the next.
 
 Transport Options
 =================
@@ -26,7 +32,8 @@ See :class:`kombu_pubsub.options.TransportOptions`: ``create_missing``,
 ``ack_deadline``, ``max_lease``, ``rpc_timeout`` (also accepted as
 ``publish_timeout``), ``fast_publish``, ``message_retention``,
 ``subscription_ttl``, ``temporary_ttl``, ``pull_max_messages``, ``pull_timeout``,
-``ack_batch_bytes``, ``max_defer_hop``, ``dead_letter_attempts``.
+``ack_batch_bytes``, ``max_defer_hop``, ``dead_letter_attempts``, ``api_endpoint``,
+``emulator``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from kombu.transport import virtual
 from . import celery_hooks, morgue, pools
 from .channel import Channel
 from .engine import Delivery, Engine
+from .engine.inbox import Inbox
 from .errors import (
     AccessDeniedError,
     BrokerUnavailableError,
@@ -54,8 +62,8 @@ from .errors import (
     is_transient,
 )
 from .exchanges import ExchangeTopics
-from .options import TransportOptions, project_from_url
-from .pubsub import rpc
+from .options import TransportOptions, parse_url
+from .pubsub import endpoint, rpc
 from .pubsub.admin import MORGUE_QUEUE, Admin, SubscriptionInfo
 from .pubsub.publisher import Publisher
 from .stats import Stats, live_transports
@@ -63,7 +71,8 @@ from .stats import Stats, live_transports
 #: Longest wait of drain_events once the worker is told to stop, seconds: Celery's
 #: blocking loop checks its stop flag only between calls.
 STOPPING_WAIT = 0.05
-#: Longest wait for Pub/Sub to answer the reachability check of a connect, seconds.
+#: Longest wait for Pub/Sub to answer the reachability check of a connect, seconds,
+#: when the connection has no connect_timeout (Celery's broker_connection_timeout).
 PROBE_TIMEOUT = 5.0
 #: Most deliveries handed over per turn of Celery's event loop, so its other work
 #: (the pool's pipes, timers, remote control) gets its turn in between.
@@ -108,8 +117,12 @@ class Transport(virtual.Transport):
         pools.prepare_grpc()
         celery_hooks.connect()
         self.options = TransportOptions.from_mapping(client.transport_options)
-        self.project = project_from_url(client.hostname, client.port, client.userid,
-                                        client.password, client.virtual_host)
+        address = parse_url(client.hostname, client.port, client.userid, client.password,
+                            client.virtual_host)
+        self.project = address.project
+        #: The Pub/Sub API every client of this connection calls.
+        self.endpoint = endpoint.resolve(address.target, self.options)
+        self._probe_timeout = float(getattr(client, "connect_timeout", None) or PROBE_TIMEOUT)
         self.stats = Stats()
         live_transports.add(self)
         # Guards _parts and _closed: built on first use by whichever thread comes first.
@@ -133,22 +146,24 @@ class Transport(virtual.Transport):
             if self._closed:
                 raise BrokerUnavailableError("this Pub/Sub connection was closed; open a new one")
             try:
-                publisher_client = pubsub_v1.PublisherClient()
-                subscriber_client = pubsub_v1.SubscriberClient()
+                publisher_client = self.endpoint.publisher_client()
+                subscriber_client = self.endpoint.subscriber_client()
+                pull_client = self.endpoint.subscriber_client()
             except google.auth.exceptions.DefaultCredentialsError as exc:
                 raise ConfigurationError(
-                    f"no Google Cloud credentials ({exc}); run 'gcloud auth application-default "
-                    "login', set GOOGLE_APPLICATION_CREDENTIALS, or set PUBSUB_EMULATOR_HOST "
-                    "to use the emulator") from None
-            budget = rpc.budget_for(self.project, self.options.rpc_timeout)
+                    f"no Google Cloud credentials for {self.endpoint.describe()} ({exc}); run "
+                    "'gcloud auth application-default login', set GOOGLE_APPLICATION_CREDENTIALS, "
+                    "or set PUBSUB_EMULATOR_HOST to use the emulator") from None
+            emulator = self.endpoint.emulator
+            budget = rpc.budget_for(self.endpoint.target, self.project, self.options.rpc_timeout)
             publisher = Publisher(publisher_client, self.options, budget, self.stats)
             engine = Engine(subscriber_client, budget, self.options, self.stats, self.bury,
                             self.republish, on_stop=self.release_prefetched,
-                            pull_client=pubsub_v1.SubscriberClient())
+                            pull_client=pull_client, emulator=emulator)
             engine.start()
             self._parts = _Parts(publisher_client, subscriber_client, budget,
                                  Admin(self.project, self.options, publisher_client, subscriber_client,
-                                       budget), publisher, engine)
+                                       budget, emulator=emulator), publisher, engine)
             return self._parts
 
     @property
@@ -163,6 +178,11 @@ class Transport(virtual.Transport):
     @property
     def admin(self) -> Admin:
         return self._build().admin
+
+    @property
+    def budget(self) -> rpc.Budget:
+        """The time bound shared by every call to this connection's endpoint and project."""
+        return self._build().budget
 
     @property
     def publisher(self) -> Publisher:
@@ -206,31 +226,49 @@ class Transport(virtual.Transport):
         return {}
 
     def establish_connection(self) -> Transport:
+        fresh = self._parts is None
         parts = self._build()
         if parts.budget.unproven:
-            self._check_reachable(parts)
+            try:
+                self._check_reachable(parts)
+            except BrokerUnavailableError:
+                # Kombu may now switch to an alternate URL and drop this transport
+                # without closing it: stop what this connect started. A retry builds anew.
+                if fresh:
+                    self._discard(parts)
+                raise
         return super().establish_connection()
 
     def _check_reachable(self, parts: _Parts) -> None:
-        """Connect only once Pub/Sub answers: on a process's first connection, and after
-        Pub/Sub failed to answer (one GetTopic RPC; any answer counts, even NotFound or
-        PermissionDenied).
+        """Connect only once Pub/Sub answers: on a process's first connection to the endpoint,
+        and after it failed to answer (one GetTopic RPC, waiting at most the connection's
+        connect_timeout; any answer counts, even NotFound or PermissionDenied).
 
         Creating the clients makes no RPC: without this check a connect always
         succeeds, and with Pub/Sub down a worker would retry its first heartbeat
-        in silence. A failed connect makes Kombu back off instead (Celery:
-        "Cannot connect to pubsub://...: ... Trying again in 2.00 seconds").
+        in silence. A failed connect makes Kombu back off, or move on to the next
+        alternate URL (Celery: "Cannot connect to pubsub://...: ... Trying again in
+        2.00 seconds").
         """
         started = time.monotonic()
         try:
             parts.publisher_client.get_topic(
                 request={"topic": f"projects/{self.project}/topics/{MORGUE_QUEUE}"},
-                retry=None, timeout=min(PROBE_TIMEOUT, parts.budget.deadline()))
+                retry=None, timeout=min(self._probe_timeout, parts.budget.deadline()))
         except gexc.GoogleAPICallError as exc:
             if is_transient(exc):
                 parts.budget.failed(started)
-                raise as_kombu_error(exc, f"connecting to project {self.project!r}") from exc
+                raise as_kombu_error(
+                    exc, f"connecting to project {self.project!r} at {self.endpoint.describe()}",
+                ) from exc
         parts.budget.succeeded()
+
+    def _discard(self, parts: _Parts) -> None:
+        """Stop the engine and close the clients of a connect that failed (nothing ran on them)."""
+        with self._lock:
+            if self._parts is parts:
+                self._parts = None
+        self._close_parts(parts)
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         """Consuming thread (Celery's blocking loop, plain Kombu consumers): wait for one
@@ -243,7 +281,7 @@ class Transport(virtual.Transport):
                 self.release_prefetched()
                 soon = time.monotonic() + STOPPING_WAIT
                 deadline = soon if deadline is None else min(deadline, soon)
-            delivery = inbox.take()
+            delivery = self._take(inbox)
             if delivery is not None:
                 self.deliver(delivery)
                 return
@@ -267,11 +305,26 @@ class Transport(virtual.Transport):
         if self.stopping:
             self.release_prefetched()
         for _ in range(READABLE_BATCH):
-            delivery = inbox.take()
+            delivery = self._take(inbox)
             if delivery is None:
                 return
             self.deliver(delivery)
         inbox.doorbell.ring()  # more may be ready: come back after the loop's other work
+
+    def _take(self, inbox: Inbox) -> Delivery | None:
+        """Consuming thread: the next delivery, or None; raises what the engine recorded.
+
+        A lost connection (pulls that failed for seconds, a part that died) also marks
+        the endpoint as failing, so the next connect checks it first and, when it
+        still does not answer, Kombu moves on to the next alternate URL.
+        """
+        try:
+            return inbox.take()
+        except BrokerUnavailableError:
+            parts = self._parts
+            if parts is not None:
+                parts.budget.failed(time.monotonic())
+            raise
 
     def deliver(self, delivery: Delivery) -> None:
         """Consuming thread: hand one delivery to its channel's consumer."""
@@ -307,6 +360,11 @@ class Transport(virtual.Transport):
         if self._loop is not None:
             self._loop.remove_reader(parts.engine.inbox.doorbell.fileno())
             self._loop = None
+        self._close_parts(parts)
+
+    @staticmethod
+    def _close_parts(parts: _Parts) -> None:
+        """The engine (send settles, stop leasing, close the pull client) → the clients."""
         parts.engine.close()
         parts.publisher.close()
         parts.publisher_client.stop()

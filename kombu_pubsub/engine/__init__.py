@@ -58,7 +58,7 @@ class Engine:
     def __init__(self, subscriber: pubsub_v1.SubscriberClient, budget: rpc.Budget,
                  options: TransportOptions, stats: Stats, bury: Bury, republish: Republish,
                  on_stop: Callable[[], None] = lambda: None,
-                 pull_client: pubsub_v1.SubscriberClient | None = None,
+                 pull_client: pubsub_v1.SubscriberClient | None = None, emulator: bool = False,
                  clock: Clock | None = None, start_pull: StartPull | None = None,
                  launch: Callable[[EngineThread], None] = EngineThread.start) -> None:
         """`clock`, `start_pull` and `launch` (how a part's thread is started) are
@@ -66,7 +66,8 @@ class Engine:
         the stop thread once the worker is told to stop (:meth:`request_stop`). Pulls go
         through `pull_client`, a client of their own that the engine closes first when it
         closes: that ends every pull in flight, even one that cannot be cancelled alone
-        (gevent, eventlet), so no pull outlives the connection."""
+        (gevent, eventlet), so no pull outlives the connection. `emulator`: the clients
+        call an emulator, whose pulls are short and never cancelled (pubsub/pulls.py)."""
         self.options = options
         self.stats = stats
         self.clock = clock or Clock()
@@ -79,7 +80,9 @@ class Engine:
         self.intake = Intake(self.leaser, self.settler, self.timer, self.inbox, self.clock, stats,
                              bury, republish, options.max_defer_hop)
         self._pull_client = pull_client
-        self._start_pull = start_pull or functools.partial(pulls.start_pull, pull_client or subscriber)
+        self._emulator = emulator
+        self._start_pull = start_pull or functools.partial(pulls.start_pull, pull_client or subscriber,
+                                                           emulator=emulator)
         self._launch = launch
         # Guards _pullers and _closed: consumers come and go on the consuming thread,
         # the shutdown hook and close may run elsewhere.
@@ -212,7 +215,7 @@ class Engine:
         """
         for puller in pullers:
             puller.stop()
-        emulator = pulls.on_emulator()
+        emulator = self._emulator
         if self._pull_client is not None and not emulator:
             self._pull_client.close()
         for puller in pullers:

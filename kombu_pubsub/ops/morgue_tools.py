@@ -157,7 +157,7 @@ class Morgue:
     def _settle(self, ack_ids: list[str], ack: bool) -> None:
         """Ack (or nack) pulled entries now, in one request."""
         subscriber, path = self.transport.subscriber, self.info.path
-        budget = rpc.budget_for(self.transport.project, self.transport.options.rpc_timeout)
+        budget = self.transport.budget
         if ack:
             rpc.call(subscriber.acknowledge, f"acking on {path!r}", budget,
                      subscription=path, ack_ids=ack_ids)

@@ -9,7 +9,6 @@ workers run with creation off.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,7 @@ from google.cloud import pubsub_v1
 
 from .. import naming
 from ..errors import ConfigurationError
-from ..pubsub import rpc
+from ..pubsub import endpoint, rpc
 from ..pubsub.admin import DETACHED_TOPIC, MORGUE_QUEUE, Admin
 from ..pubsub.backlog import Backlog, read_backlog
 from ..transport import Transport
@@ -70,11 +69,13 @@ class QueueTools:
                 "manage Pub/Sub queues: set broker_url='pubsub://<project-id>'")
         self.project = transport.project
         self.options = transport.options
-        self._publisher, self._subscriber = _clients()
+        self.endpoint = transport.endpoint
+        self._publisher, self._subscriber = _clients(self.endpoint)
         # Always creating: provisioning is what makes queues where create_missing is off.
         self.admin = Admin(self.project, dataclasses.replace(self.options, create_missing=True),
                            self._publisher, self._subscriber,
-                           rpc.budget_for(self.project, self.options.rpc_timeout))
+                           rpc.budget_for(self.endpoint.target, self.project, self.options.rpc_timeout),
+                           emulator=self.endpoint.emulator)
 
     def close(self) -> None:
         self._subscriber.close()
@@ -89,8 +90,11 @@ class QueueTools:
 
     @property
     def where(self) -> str:
-        emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
-        return f"project {self.project} ({f'emulator at {emulator}' if emulator else 'Google Cloud'})"
+        if self.endpoint.emulator:
+            return f"project {self.project} (emulator at {self.endpoint.target})"
+        if self.endpoint.source == endpoint.FROM_DEFAULT:
+            return f"project {self.project} (Google Cloud)"
+        return f"project {self.project} (Google Cloud at {self.endpoint.target})"
 
     def describe(self, specs: list[QueueSpec], every_subscription: bool = False) -> list[QueueInfo]:
         """Each queue as Pub/Sub has it, then (if asked) every other subscription of the project."""
@@ -110,7 +114,7 @@ class QueueTools:
                           subscription, topic_exists)
 
     def backlog(self) -> Backlog:
-        return read_backlog(self.project)
+        return read_backlog(self.project, emulator=self.endpoint.emulator)
 
     def drift(self, info: QueueInfo) -> list[str]:
         return drift(info, self.options)
@@ -159,9 +163,9 @@ class QueueTools:
         return outcomes
 
 
-def _clients() -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
+def _clients(to: endpoint.Endpoint) -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
     try:
-        return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        return to.publisher_client(), to.subscriber_client()
     except google.auth.exceptions.DefaultCredentialsError as exc:
         raise ConfigurationError(
             f"no Google Cloud credentials ({exc}); run 'gcloud auth application-default login', "

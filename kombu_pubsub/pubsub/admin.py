@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -49,8 +48,11 @@ class Admin:
 
     def __init__(self, project: str, options: TransportOptions,
                  publisher: pubsub_v1.PublisherClient,
-                 subscriber: pubsub_v1.SubscriberClient, budget: rpc.Budget) -> None:
+                 subscriber: pubsub_v1.SubscriberClient, budget: rpc.Budget, *,
+                 emulator: bool = False) -> None:
+        """`emulator`: the clients call an emulator (no Seek: purge pulls instead)."""
         self.project = project
+        self.emulator = emulator
         self._budget = budget
         self.options = options
         self._publisher = publisher
@@ -204,7 +206,7 @@ class Admin:
         so we Seek to now instead (instant, acks everything, count unknown),
         falling back to pulling where Seek is not implemented.
         """
-        if os.environ.get("PUBSUB_EMULATOR_HOST"):
+        if self.emulator:
             return self._purge_by_pulling(subscription_path)
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()

@@ -23,7 +23,6 @@ its last one to end (its messages are given back at once).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import grpc
@@ -39,11 +38,6 @@ PULL_METHOD = "/google.pubsub.v1.Subscriber/Pull"
 #: second before a pull's deadline (at once under one second, which would make an
 #: idle puller spin), so this keeps an idle queue at about one pull a second.
 EMULATOR_PULL_TIMEOUT = 2.0
-
-
-def on_emulator() -> bool:
-    """True when the client library talks to the emulator (PUBSUB_EMULATOR_HOST is set)."""
-    return bool(os.environ.get("PUBSUB_EMULATOR_HOST"))
 
 
 class PullCall:
@@ -101,10 +95,10 @@ class BlockingPullCall:
 
 
 def start_pull(subscriber: pubsub_v1.SubscriberClient, subscription_path: str, max_messages: int,
-               timeout: float) -> PullCall | BlockingPullCall:
-    """Start one pull of up to `max_messages`, waiting at most `timeout` seconds on the server."""
+               timeout: float, *, emulator: bool = False) -> PullCall | BlockingPullCall:
+    """Start one pull of up to `max_messages`, waiting at most `timeout` seconds on the server;
+    `emulator`: the client calls an emulator (module docstring)."""
     request = pubsub_v1.types.PullRequest(subscription=subscription_path, max_messages=max_messages)
-    emulator = on_emulator()
     if emulator:
         timeout = min(timeout, EMULATOR_PULL_TIMEOUT)
     if pools.environment() != "default":

@@ -6,7 +6,6 @@ backoff until the deadline, then raised as our error classes (see errors.py).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -101,10 +100,11 @@ _budgets: dict[tuple[str, str, float], Budget] = {}
 _budgets_lock = threading.Lock()
 
 
-def budget_for(project: str, total: float) -> Budget:
-    """The process-wide Budget for a project (and endpoint): kombu makes a new
-    transport on each reconnect, and the bound must hold across them."""
-    key = (os.environ.get("PUBSUB_EMULATOR_HOST", ""), project, total)
+def budget_for(target: str, project: str, total: float) -> Budget:
+    """The process-wide Budget for a project at an endpoint (``HOST:PORT``): kombu makes
+    a new transport on each reconnect, and the bound must hold across them; an
+    alternate endpoint has a bound of its own."""
+    key = (target, project, total)
     with _budgets_lock:
         budget = _budgets.get(key)
         if budget is None:

@@ -1,6 +1,7 @@
 """The Celery app end-to-end tests run in `celery worker` subprocesses.
 
-Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID, QUEUE_NAME,
+Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID (or E2E_BROKER_URL, the
+whole broker URL), QUEUE_NAME,
 E2E_LOG (a file each task execution appends a line to), E2E_ACKS_LATE,
 E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH, E2E_WORKER_LOST_WAIT (Celery's
 worker_lost_wait, default 10 s), E2E_RETRY_DELAY (seconds between `flaky`'s runs,
@@ -17,7 +18,8 @@ from celery import Celery
 
 import kombu_pubsub.morgue  # also registers pubsub://
 
-app = Celery("e2e_app", broker=f"pubsub://{os.environ.get('PUBSUB_JOB_QUEUE_PROJECT_ID', 'job_queue')}")
+app = Celery("e2e_app", broker=os.environ.get("E2E_BROKER_URL") or
+             f"pubsub://{os.environ.get('PUBSUB_JOB_QUEUE_PROJECT_ID', 'job_queue')}")
 app.conf.update(
     task_default_queue=os.environ.get("QUEUE_NAME", "default"),
     task_acks_late=os.environ.get("E2E_ACKS_LATE", "1") == "1",

@@ -9,7 +9,7 @@ import pytest
 
 from kombu_pubsub import ConfigurationError, MessageTooLargeError, NamingError, TransportOptions
 from kombu_pubsub.naming import queue_name, resource_id
-from kombu_pubsub.options import project_from_url
+from kombu_pubsub.options import parse_url
 from kombu_pubsub.wire import UndecodableMessage, decode, encode
 
 VALID_ID = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
@@ -123,7 +123,8 @@ def test_project_comes_from_url_then_environment_then_default(monkeypatch, parts
         monkeypatch.setenv("PUBSUB_JOB_QUEUE_PROJECT_ID", env)
     else:
         monkeypatch.delenv("PUBSUB_JOB_QUEUE_PROJECT_ID", raising=False)
-    assert project_from_url(**parts) == expected
+    assert parse_url(**parts).project == expected
+    assert parse_url(**parts).target is None  # a project only: no endpoint
 
 
 @pytest.mark.parametrize("parts", [
@@ -135,7 +136,7 @@ def test_project_comes_from_url_then_environment_then_default(monkeypatch, parts
 ])
 def test_malformed_urls_say_what_is_expected(parts):
     with pytest.raises(ConfigurationError, match="pubsub://"):
-        project_from_url(**parts)
+        parse_url(**parts)
 
 
 def test_kombu_connection_url_reaches_the_project(monkeypatch):

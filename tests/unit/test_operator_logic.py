@@ -147,9 +147,8 @@ def test_drift_names_each_setting_that_differs_from_the_configuration():
     assert drift(morgue, TransportOptions()) == []  # the morgue never dead-letters to itself
 
 
-def test_on_the_emulator_the_backlog_is_unknown_and_says_why(monkeypatch):
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")
-    backlog = read_backlog("proj")
+def test_on_the_emulator_the_backlog_is_unknown_and_says_why():
+    backlog = read_backlog("proj", emulator=True)
     assert backlog.note == "unknown (the emulator has no Cloud Monitoring)"
     assert backlog.describe("default") == "unknown" and not backlog.error
 
@@ -161,8 +160,7 @@ def series(subscription_id: str, *points: tuple[int, int]) -> monitoring_v3.Time
                 for at, count in points])
 
 
-def test_cloud_monitoring_gives_the_latest_figure_of_each_subscription(monkeypatch):
-    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+def test_cloud_monitoring_gives_the_latest_figure_of_each_subscription():
     client = mock.create_autospec(monitoring_v3.MetricServiceClient, instance=True)
     client.list_time_series.return_value = [series("default", (1_700_000_120, 7), (1_700_000_060, 9)),
                                             series("reports", (1_700_000_000, 0))]
@@ -175,8 +173,7 @@ def test_cloud_monitoring_gives_the_latest_figure_of_each_subscription(monkeypat
     assert "subscription/num_undelivered_messages" in request["filter"]
 
 
-def test_without_monitoring_permission_the_error_names_the_role(monkeypatch):
-    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+def test_without_monitoring_permission_the_error_names_the_role():
     client = mock.create_autospec(monitoring_v3.MetricServiceClient, instance=True)
     client.list_time_series.side_effect = gexc.PermissionDenied("monitoring.timeSeries.list denied")
     backlog = read_backlog("proj", client)

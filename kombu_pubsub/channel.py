@@ -49,7 +49,7 @@ class Channel(virtual.Channel):
         self._pulling: dict[str, Consumer] = {}
         self._declared: dict[str, dict[str, Any]] = {}
         self._no_ack: set[str] = set()
-        self._temporary = TemporaryQueues()
+        self._temporary = TemporaryQueues(connection.admin)
         #: queue → the exchange whose topic its subscription is on (fanout, temporary topic).
         self.subscribed_exchanges: dict[str, str] = {}
 
@@ -73,14 +73,14 @@ class Channel(virtual.Channel):
 
     def ensure_queue(self, queue: str, topic: str | None = None) -> SubscriptionInfo:
         """The subscription behind `queue`, created (with its topic) if needed."""
-        known = self.connection.subscriptions.get(queue)
-        if known is not None:
-            return known
-        temporary = self._is_temporary(queue)
-        info = self.connection.admin.ensure_subscription(queue, topic or queue, temporary=temporary)
+        if self._is_temporary(queue):
+            info = self._temporary.ensure(queue, topic or queue)
+        else:
+            info = self.connection.subscriptions.get(queue)
+            if info is not None:
+                return info
+            info = self.connection.admin.ensure_subscription(queue, topic or queue, temporary=False)
         self.connection.subscriptions[queue] = info
-        if temporary:
-            self._temporary.found(queue, info)
         return info
 
     def _is_temporary(self, queue: str) -> bool:
@@ -89,6 +89,12 @@ class Channel(virtual.Channel):
 
     # -- publishing ----------------------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        reply_to = message["properties"].get("reply_to")
+        if reply_to and reply_to != queue and self._is_temporary(reply_to):
+            # The reply queue this channel declared (Celery's rpc:// results) must exist
+            # before the request goes out, as the AMQP declare made it: the answer may
+            # come before the caller starts consuming.
+            self.ensure_queue(reply_to)
         data, attributes = wire.encode(message)
         if queue in self._declared or queue in self.connection.subscriptions:
             topic_path = self.ensure_queue(queue).topic_path
@@ -251,4 +257,5 @@ class Channel(virtual.Channel):
             self._stop_consuming(queue)
         connection = self.connection
         super().close()  # cancels consumers, nacks unacked (QoS.restore_unacked); drops .connection
-        self._temporary.delete_all(connection, self.engine.settler)
+        for queue in self._temporary.release_all(self.engine.settler.forget):
+            connection.subscriptions.pop(queue, None)

@@ -235,6 +235,7 @@ class Channel(virtual.Channel):
         self.settle(message.delivery_tag, ack=False)
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        self._temporary.deleted(queue)
         self.connection.admin.delete_queue(queue, self.connection.subscriptions.pop(queue, None))
 
     def _purge(self, queue: str) -> int:

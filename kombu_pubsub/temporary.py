@@ -135,6 +135,10 @@ class _Registry:
         del self._held[key]
         return entry[0]
 
+    def forget(self, key: tuple[str, str]) -> None:
+        """The queue was deleted outright: its next user creates it again."""
+        self._held.pop(key, None)
+
     def clear(self) -> None:
         """In a forked child: the parent's queues are not the child's to delete."""
         self.lock = threading.RLock()
@@ -152,18 +156,18 @@ class TemporaryQueues:
     def __init__(self, admin: Admin) -> None:
         self._admin = admin
         self._user = next(_users)
-        #: queue → its subscription, for those this process owns.
+        #: queue → its subscription, for those this process owns and this channel uses.
         self._owned: dict[str, SubscriptionInfo] = {}
         #: queue → its subscription, for those another process holds (never deleted here).
         self._foreign: dict[str, SubscriptionInfo] = {}
 
     def ensure(self, queue: str, topic: str) -> SubscriptionInfo:
         """The subscription behind temporary `queue` (on topic `topic`), made or taken over."""
-        info = self._owned.get(queue) or self._foreign.get(queue)
+        info = self._foreign.get(queue)
         if info is not None:
             return info
         key = (self._admin.project, queue)
-        with registry.lock:
+        with registry.lock:  # the registry, not _owned, says whether it still exists
             info = registry.get(key, self._user)
             if info is None:
                 info, ours = self._create(queue, topic)
@@ -196,6 +200,14 @@ class TemporaryQueues:
                        "between them. Give each process its own name. It is left in place when "
                        "this connection closes.", queue, owner.value, info.labels.get(PID_LABEL, "?"))
         return info, False
+
+    def deleted(self, queue: str) -> None:
+        """`queue` was deleted on purpose (Kombu deletes a pidbox reply queue after each
+        reply it collected): no one in this process holds it any more."""
+        self._owned.pop(queue, None)
+        self._foreign.pop(queue, None)
+        with registry.lock:
+            registry.forget((self._admin.project, queue))
 
     def release_all(self, delete_settles: Callable[[str], None]) -> list[str]:
         """This channel closes: delete each queue it was the last user of in this process.

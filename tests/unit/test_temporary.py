@@ -139,3 +139,18 @@ def test_a_forked_child_never_deletes_its_parents_queues(admin):
 ], ids=["rpc result", "task", "plain message", "named exchange"])
 def test_what_counts_as_a_reply_whose_caller_may_have_left(message, reply):
     assert is_reply(message) is reply
+
+
+def test_a_queue_deleted_on_purpose_is_created_again_by_its_next_use(admin):
+    """Kombu deletes a pidbox reply queue after each reply it collected; the next call needs it."""
+    admin.ensure_subscription.side_effect = [info("reply", created=True), info("reply", created=True)]
+    queues, other = TemporaryQueues(admin), TemporaryQueues(admin)
+    queues.ensure("reply", "reply")
+    other.ensure("reply", "reply")
+    queues.deleted("reply")
+    assert other.ensure("reply", "reply").created
+    assert admin.ensure_subscription.call_count == 2
+    queues.release_all(lambda path: None)
+    assert deleted(admin) == []  # the new one is the other's
+    other.release_all(lambda path: None)
+    assert deleted(admin) == ["reply"]

@@ -60,7 +60,7 @@ class Channel(virtual.Channel):
         self._pulling: dict[str, Consumer] = {}
         self._declared: dict[str, dict[str, Any]] = {}
         self._no_ack: set[str] = set()
-        self._temporary = TemporaryQueues()
+        self._temporary = TemporaryQueues(connection.admin)
         # The queue whose subscription the last declare created (a bind may move it).
         self._fresh: str | None = None
         #: queue → the exchange whose topic its subscription is on (fanout, temporary topic).
@@ -118,14 +118,14 @@ class Channel(virtual.Channel):
 
     def ensure_queue(self, queue: str, topic: str | None = None) -> SubscriptionInfo:
         """The subscription behind `queue`, created (with its topic) if needed."""
-        known = self.connection.subscriptions.get(queue)
-        if known is not None:
-            return known
-        temporary = self._is_temporary(queue)
-        info = self.connection.admin.ensure_subscription(queue, topic or queue, temporary=temporary)
+        if self._is_temporary(queue):
+            info = self._temporary.ensure(queue, topic or queue)
+        else:
+            info = self.connection.subscriptions.get(queue)
+            if info is not None:
+                return info
+            info = self.connection.admin.ensure_subscription(queue, topic or queue, temporary=False)
         self.connection.subscriptions[queue] = info
-        if temporary:
-            self._temporary.found(queue, info)
         return info
 
     def _is_temporary(self, queue: str) -> bool:
@@ -138,6 +138,12 @@ class Channel(virtual.Channel):
 
     # -- publishing ----------------------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        reply_to = message["properties"].get("reply_to")
+        if reply_to and reply_to != queue and self._is_temporary(reply_to):
+            # The reply queue this channel declared (Celery's rpc:// results) must exist
+            # before the request goes out, as the AMQP declare made it: the answer may
+            # come before the caller starts consuming.
+            self.ensure_queue(reply_to)
         data, attributes = wire.encode(message)
         attributes.update(expiry.stamp(message, self._message_ttl(queue), _now()))
         if queue in self._declared or queue in self.connection.subscriptions:
@@ -288,6 +294,7 @@ class Channel(virtual.Channel):
         self.settle(message.delivery_tag, ack=False)
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        self._temporary.deleted(queue)
         self.connection.admin.delete_queue(queue, self.connection.subscriptions.pop(queue, None))
 
     def _purge(self, queue: str) -> int:
@@ -310,4 +317,5 @@ class Channel(virtual.Channel):
             self._stop_consuming(queue)
         connection = self.connection
         super().close()  # cancels consumers, nacks unacked (QoS.restore_unacked); drops .connection
-        self._temporary.delete_all(connection, self.engine.settler)
+        for queue in self._temporary.release_all(self.engine.settler.forget):
+            connection.subscriptions.pop(queue, None)

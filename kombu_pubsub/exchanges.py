@@ -88,21 +88,33 @@ def remote_queue(exchange: str, routing_key: str) -> str:
 def after_missing_topic(channel: Channel, queue: str, message: dict[str, Any]) -> str:
     """After a publish to `queue` failed: 'retry' (queue recreated), 'drop' or 'raise'.
 
-    A message for a transient exchange (a pidbox reply) whose queue is gone is
-    dropped, as AMQP drops an unroutable message: its consumer left.
+    A reply whose queue is gone is dropped, as AMQP drops an unroutable message:
+    its caller left (a pidbox reply: its exchange is transient; an ``rpc://``
+    result: see :func:`is_reply`). Re-creating it would leave a queue no one
+    ever reads or deletes.
     """
     transport = channel.transport
     if transport.admin.topic_exists(queue):
         return "raise"
     exchange = message["properties"].get("delivery_info", {}).get("exchange") or ""
     declared = channel.state.exchanges.get(exchange, {})
-    if exchange and not declared.get("durable", True):
-        logger.info("Dropped a message for %r: its queue is gone (its consumer left).", queue)
+    if (exchange and not declared.get("durable", True)) or is_reply(message):
+        logger.info("Dropped a reply for %r: its queue is gone (its caller left).", queue)
         return "drop"
     if not channel.options.create_missing:
         return "raise"
     transport.subscriptions.pop(queue, None)
     return "retry"
+
+
+def is_reply(message: dict[str, Any]) -> bool:
+    """True for an RPC-style reply sent to the default exchange: it has a correlation id
+    and is no Celery task (which carries a ``task`` header). Celery's ``rpc://`` results
+    are such replies, routed by the caller's ``reply_to``."""
+    properties = message.get("properties") or {}
+    exchange = properties.get("delivery_info", {}).get("exchange") or ""
+    return (not exchange and bool(properties.get("correlation_id"))
+            and "task" not in (message.get("headers") or {}))
 
 
 def matches(channel: Channel, queue: str, payload: dict[str, Any]) -> bool:

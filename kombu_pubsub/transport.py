@@ -38,7 +38,10 @@ See :class:`kombu_pubsub.options.TransportOptions`: ``create_missing``,
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import logging
+import os
 import threading
 import time
 from typing import Any
@@ -67,6 +70,8 @@ from .pubsub import endpoint, rpc
 from .pubsub.admin import MORGUE_QUEUE, Admin, SubscriptionInfo
 from .pubsub.publisher import Publisher
 from .stats import Stats, live_transports
+
+logger = logging.getLogger(__name__)
 
 #: Longest wait of drain_events once the worker is told to stop, seconds: Celery's
 #: blocking loop checks its stop flag only between calls.
@@ -124,6 +129,7 @@ class Transport(virtual.Transport):
         self.endpoint = endpoint.resolve(address.target, self.options)
         self._probe_timeout = float(getattr(client, "connect_timeout", None) or PROBE_TIMEOUT)
         self.stats = Stats()
+        self._pid = os.getpid()  # a forked child's copy is not its to close at exit
         live_transports.add(self)
         # Guards _parts and _closed: built on first use by whichever thread comes first.
         self._lock = threading.Lock()
@@ -348,6 +354,17 @@ class Transport(virtual.Transport):
         for channel in list(self.channels):
             channel.release_prefetched()
 
+    def close_at_exit(self) -> None:
+        """Interpreter exit: close this connection if the program left it open.
+
+        Celery and Kombu close nothing at exit (a script that calls ``get()`` and
+        returns never closes its result consumer), whereas an AMQP broker drops a
+        departed client's auto-delete queues with its socket. Closing here does
+        the same: held messages go back, temporary queues are deleted.
+        """
+        if self._pid == os.getpid() and self._parts is not None and not self._closed:
+            self.close_connection(None)
+
     def close_connection(self, connection: Any) -> None:
         """Close channels (stop pulling, release messages) → the engine (send settles, stop
         leasing) → the clients."""
@@ -369,3 +386,18 @@ class Transport(virtual.Transport):
         parts.publisher.close()
         parts.publisher_client.stop()
         parts.subscriber_client.close()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close every connection of this process still open when the interpreter exits.
+
+    Registered after the publisher's fast-mode flush and Python's logging shutdown,
+    so it runs before both (atexit runs last-registered first).
+    """
+    for transport in list(live_transports):
+        try:
+            transport.close_at_exit()
+        except Exception as exc:  # noqa: BLE001 - one connection must not keep the others open
+            logger.warning("Could not close a Pub/Sub connection at exit (%s); its temporary "
+                           "queues expire after temporary_ttl.", exc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -41,6 +41,8 @@ class SubscriptionInfo:
     ack_deadline: float
     #: True when this call created it (so the caller owns it), False when it existed.
     created: bool = dataclasses.field(default=False, compare=False)
+    #: Its labels as Pub/Sub returned them (temporary queues carry their owner's; see temporary.py).
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
 
 class Admin:
@@ -64,8 +66,8 @@ class Admin:
     def subscription_path(self, name: str) -> str:
         return naming.subscription_path(self.project, name)
 
-    def ensure_topic(self, name: str) -> str:
-        """Make sure the topic for `name` exists; return its path."""
+    def ensure_topic(self, name: str, labels: Mapping[str, str] | None = None) -> str:
+        """Make sure the topic for `name` exists (created with `labels`); return its path."""
         path = self.topic_path(name)
         if not self.options.create_missing:
             try:
@@ -78,18 +80,25 @@ class Admin:
                 ) from None
             return path
         try:
-            rpc.call(self._publisher.create_topic, f"creating topic {path!r}", self._budget, name=path)
+            rpc.call(self._publisher.create_topic, f"creating topic {path!r}", self._budget,
+                     name=path, labels=dict(labels or {}))
             logger.info("Created topic %r.", path)
         except gexc.AlreadyExists:
             pass
         return path
 
-    def ensure_subscription(self, name: str, topic_name: str, *, temporary: bool) -> SubscriptionInfo:
-        """Make sure subscription `name` on topic `topic_name` exists; return what it is."""
-        topic_path = self.ensure_topic(topic_name)
+    def ensure_subscription(self, name: str, topic_name: str, *, temporary: bool,
+                            labels: Mapping[str, str] | None = None) -> SubscriptionInfo:
+        """Make sure subscription `name` on topic `topic_name` exists; return what it is.
+
+        `labels` go on what this call creates: the subscription, and the topic when
+        it is the queue's own (an exchange's topic is shared, so it gets none).
+        """
+        topic_path = self.ensure_topic(topic_name, labels if topic_name == name else None)
         path = self.subscription_path(name)
         if self.options.create_missing:
             fields = self._subscription_fields(path, topic_path, temporary)
+            fields["labels"] = dict(labels or {})
             if not temporary and name != MORGUE_QUEUE and self.options.dead_letter_attempts:
                 # The morgue's subscription must exist first: Pub/Sub drops messages
                 # forwarded to a topic nobody subscribes to.
@@ -103,7 +112,7 @@ class Admin:
                                    f"creating subscription {path!r}", self._budget, **fields)
                 logger.info("Created subscription %r on %r.", path, topic_path)
                 return SubscriptionInfo(path, topic_path, float(created.ack_deadline_seconds),
-                                        created=True)
+                                        created=True, labels=dict(created.labels))
             except gexc.AlreadyExists:
                 pass
         try:
@@ -121,8 +130,9 @@ class Admin:
             logger.warning("Subscription %r lost its topic (deleted); re-creating it. Messages "
                            "still on the old subscription are dropped with it.", path)
             self.delete_subscription(path)
-            return self.ensure_subscription(name, topic_name, temporary=temporary)
-        return SubscriptionInfo(path, found.topic, float(found.ack_deadline_seconds))
+            return self.ensure_subscription(name, topic_name, temporary=temporary, labels=labels)
+        return SubscriptionInfo(path, found.topic, float(found.ack_deadline_seconds),
+                                labels=dict(found.labels))
 
     def _subscription_fields(self, path: str, topic_path: str, temporary: bool) -> dict:
         options = self.options

@@ -3,7 +3,8 @@
 Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID (or E2E_BROKER_URL, the
 whole broker URL), QUEUE_NAME,
 E2E_LOG (a file each task execution appends a line to), E2E_ACKS_LATE,
-E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH, E2E_WORKER_LOST_WAIT (Celery's
+E2E_TRANSPORT_OPTIONS (JSON), E2E_RESULT_BACKEND (Celery's result_backend, none
+by default), E2E_PREFETCH, E2E_WORKER_LOST_WAIT (Celery's
 worker_lost_wait, default 10 s), E2E_RETRY_DELAY (seconds between `flaky`'s runs,
 default 1.5), E2E_LOG_NAMES=1 (worker log lines name their logger).
 """
@@ -27,6 +28,7 @@ app.conf.update(
     worker_prefetch_multiplier=int(os.environ.get("E2E_PREFETCH", "1")),
     worker_lost_wait=float(os.environ.get("E2E_WORKER_LOST_WAIT", "10")),
     broker_transport_options=json.loads(os.environ.get("E2E_TRANSPORT_OPTIONS", "{}")),
+    result_backend=os.environ.get("E2E_RESULT_BACKEND") or None,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=True,
 )
@@ -57,6 +59,19 @@ def record(token: str, sleep: float = 0.0) -> str:
     time.sleep(sleep)
     _record("done", token)
     return token
+
+
+@app.task(name="e2e.add")
+def add(x: int, y: int, sleep: float = 0.0) -> int:
+    """x + y, after `sleep` seconds: results over a result backend."""
+    time.sleep(sleep)
+    return x + y
+
+
+@app.task(name="e2e.total")
+def total(numbers: list[int]) -> int:
+    """The sum of a group's results: a chord's callback."""
+    return sum(numbers)
 
 
 @app.task(name="e2e.timed")

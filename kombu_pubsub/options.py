@@ -82,6 +82,13 @@ class TransportOptions:
     morgue after that many deliveries (a task that kills its worker every time),
     5–100; 0 creates work subscriptions without a dead-letter policy."""
 
+    priority_steps: tuple[int, ...] = (0, 3, 6, 9)
+    """Priority steps of queues declared with a max priority (``x-max-priority``,
+    Celery's ``task_queue_max_priority``): one subscription per step, higher
+    steps handed to Celery first (see priorities.py). Distinct priorities 0–9,
+    starting at 0, as a list or a string ``"0,3,6,9"``; each step holds the
+    priorities from its value up to the next step's."""
+
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None) -> TransportOptions:
         """Build from ``broker_transport_options``; unknown keys used by Kombu itself are ignored."""
@@ -111,11 +118,15 @@ class TransportOptions:
         _check_range("max_defer_hop", self.max_defer_hop, 10, 600)
         if self.dead_letter_attempts:
             _check_range("dead_letter_attempts", self.dead_letter_attempts, 5, 100)
+        _check_steps(self.priority_steps)
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
     """Turn `raw` into the type of `default` (bool, int or float); strings accepted."""
     try:
+        if isinstance(default, tuple):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(sorted(_coerce(name, item, 0) for item in items))
         if isinstance(default, bool):
             if isinstance(raw, bool):
                 return raw
@@ -132,10 +143,17 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             return int(value)
         return float(raw)
     except (TypeError, ValueError):
-        kind = "true/false" if isinstance(default, bool) else type(default).__name__
+        kind = {bool: "true/false", tuple: "list of integers"}.get(type(default), type(default).__name__)
         raise ConfigurationError(
             f"transport option {name}={raw!r} is not a valid {kind}"
         ) from None
+
+
+def _check_steps(steps: tuple[int, ...]) -> None:
+    if not steps or steps[0] != 0 or steps[-1] > 9 or len(set(steps)) != len(steps):
+        raise ConfigurationError(
+            f"transport option priority_steps={list(steps)!r} is not valid; accepted: distinct "
+            "priorities 0 to 9 starting at 0, e.g. [0, 3, 6, 9]")
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

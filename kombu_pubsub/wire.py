@@ -4,7 +4,9 @@ A Pub/Sub message's ``data`` is the UTF-8 JSON of Kombu's virtual-transport
 envelope (``body`` — base64 unless ``body_encoding`` says otherwise —
 ``content-type``, ``content-encoding``, ``headers``, ``properties``), the same
 envelope every Kombu virtual transport stores. Attributes carry a copy of the
-task name and id (for the console and morgue listings), never the payload.
+task name and id (for the console and morgue listings), never the payload, and
+``priority``, the message's priority when above 0 (clamped to 9, as Kombu does),
+which routes it to a priority step (priorities.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ MAX_DATA_BYTES = 10_000_000 - 10_000
 MAX_ATTRIBUTE_BYTES = 1024
 FORMAT_ATTRIBUTE = "kombu_pubsub"
 FORMAT_VERSION = "1"
+PRIORITY_ATTRIBUTE = "priority"
+#: Kombu's virtual transports clamp priorities to 0–9 (virtual.Channel.max_priority).
+MAX_PRIORITY = 9
 
 
 class UndecodableMessage(ValueError):
@@ -45,7 +50,19 @@ def encode(envelope: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     for key, value in headers.items():
         if (key in ("task", "id") or key.startswith("morgue_")) and isinstance(value, str):
             attributes[key] = _clip(value)
+    priority = (envelope.get("properties") or {}).get("priority")
+    if priority:
+        _add_priority(attributes, priority)
     return data, attributes
+
+
+def _add_priority(attributes: dict[str, str], priority: Any) -> None:
+    try:
+        value = min(int(priority), MAX_PRIORITY)
+    except (TypeError, ValueError):
+        return  # Kombu itself treats such a priority as the default: no attribute
+    if value > 0:
+        attributes[PRIORITY_ATTRIBUTE] = str(value)
 
 
 def decode(data: bytes) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID, QUEUE_NAME,
 E2E_LOG (a file each task execution appends a line to), E2E_ACKS_LATE,
 E2E_TRANSPORT_OPTIONS (JSON), E2E_PREFETCH, E2E_WORKER_LOST_WAIT (Celery's
 worker_lost_wait, default 10 s), E2E_RETRY_DELAY (seconds between `flaky`'s runs,
-default 1.5), E2E_LOG_NAMES=1 (worker log lines name their logger).
+default 1.5), E2E_LOG_NAMES=1 (worker log lines name their logger), E2E_MAX_PRIORITY
+(Celery's task_queue_max_priority; unset: queues without priorities).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ app.conf.update(
     worker_lost_wait=float(os.environ.get("E2E_WORKER_LOST_WAIT", "10")),
     broker_transport_options=json.loads(os.environ.get("E2E_TRANSPORT_OPTIONS", "{}")),
     broker_connection_retry_on_startup=True,
+    task_queue_max_priority=int(os.environ.get("E2E_MAX_PRIORITY", "0")) or None,
     worker_hijack_root_logger=True,
 )
 if os.environ.get("E2E_LOG_NAMES") == "1":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
-from . import celery_hooks, exchanges, expiry, morgue, wire
+from . import celery_hooks, exchanges, expiry, morgue, priorities, wire
 from .engine import Consumer, Delivery
 from .errors import PublishError
 from .pubsub.admin import SubscriptionInfo
@@ -57,7 +57,8 @@ class Channel(virtual.Channel):
         self.engine = connection.engine
         self._tags = itertools.count(1)
         self.window = self.engine.window(lambda: self.qos.prefetch_count)
-        self._pulling: dict[str, Consumer] = {}
+        #: queue → its consumers, one per priority step.
+        self._pulling: dict[str, list[Consumer]] = {}
         self._declared: dict[str, dict[str, Any]] = {}
         self._no_ack: set[str] = set()
         self._temporary = TemporaryQueues(connection.admin)
@@ -67,16 +68,17 @@ class Channel(virtual.Channel):
         self.subscribed_exchanges: dict[str, str] = {}
 
     # -- declaring -----------------------------------------------------------------
-    def prepare_queue_arguments(self, arguments: Any, **kwargs: Any) -> dict[str, Any]:
-        """Queue(message_ttl=…) → ``x-message-ttl`` (ms), as on RabbitMQ (expiry.py enforces it)."""
-        return to_rabbitmq_queue_arguments(arguments, **kwargs)
-
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         expiry.queue_ttl(queue, kwargs.get("arguments"))  # a bad TTL fails the declare
         self._declared[queue] = kwargs
         self._fresh = None
         if not self._is_temporary(queue) and self.ensure_queue(queue).created:
             self._fresh = queue
+
+    def prepare_queue_arguments(self, arguments: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """``Queue(message_ttl=…, max_priority=N)`` → ``x-message-ttl`` (ms) and ``x-max-priority``,
+        as on RabbitMQ (expiry.py and priorities.py read them)."""
+        return to_rabbitmq_queue_arguments(arguments, **kwargs)
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return self.connection.admin.find_subscription(queue) is not None
@@ -117,16 +119,27 @@ class Channel(virtual.Channel):
         return None
 
     def ensure_queue(self, queue: str, topic: str | None = None) -> SubscriptionInfo:
-        """The subscription behind `queue`, created (with its topic) if needed."""
+        """The subscription named as `queue`, created (with its topic) if needed; with
+        priorities, the other steps' subscriptions too (see :meth:`steps`)."""
         if self._is_temporary(queue):
             info = self._temporary.ensure(queue, topic or queue)
         else:
-            info = self.connection.subscriptions.get(queue)
-            if info is not None:
-                return info
-            info = self.connection.admin.ensure_subscription(queue, topic or queue, temporary=False)
+            known = self.connection.subscriptions.get(queue)
+            if known is not None:
+                return known
+            wanted = priorities.Steps.for_queue(
+                priorities.max_priority(self._declared.get(queue)), self.options.priority_steps)
+            steps = priorities.ensure(self.connection.admin, queue, wanted, False, topic)
+            info = steps[-1].info
+            if len(steps) > 1:
+                self.connection.priority_steps[queue] = steps
         self.connection.subscriptions[queue] = info
         return info
+
+    def steps(self, queue: str) -> list[priorities.Step]:
+        """The subscriptions behind `queue`, highest priority step first (one without priorities)."""
+        info = self.ensure_queue(queue)
+        return self.connection.priority_steps.get(queue) or [priorities.Step(0, 0, info)]
 
     def _is_temporary(self, queue: str) -> bool:
         declared = self._declared.get(queue, {})
@@ -146,10 +159,7 @@ class Channel(virtual.Channel):
             self.ensure_queue(reply_to)
         data, attributes = wire.encode(message)
         attributes.update(expiry.stamp(message, self._message_ttl(queue), _now()))
-        if queue in self._declared or queue in self.connection.subscriptions:
-            topic_path = self.ensure_queue(queue).topic_path
-        else:
-            topic_path = self.connection.admin.topic_path(queue)
+        topic_path = self._topic_for(queue, message)
         try:
             self.connection.publisher.publish(topic_path, data, attributes)
         except PublishError as exc:
@@ -159,7 +169,27 @@ class Channel(virtual.Channel):
             if action == "raise":
                 raise
             if action == "retry":
-                self.connection.publisher.publish(self.ensure_queue(queue).topic_path, data, attributes)
+                self.ensure_queue(queue)
+                self.connection.publisher.publish(self._topic_for(queue, message), data, attributes)
+
+    def _topic_for(self, queue: str, message: dict[str, Any]) -> str:
+        """The topic a message for `queue` goes to: with priorities, its step's (priorities.py)."""
+        connection = self.connection
+        if queue in self._declared or queue in connection.subscriptions:
+            info = self.ensure_queue(queue)
+            steps = connection.priority_steps.get(queue)
+            if not steps:
+                return info.topic_path
+            return priorities.pick(steps, priorities.priority_of(message)).info.topic_path
+        priority = priorities.priority_of(message)
+        if not priority:
+            return connection.admin.topic_path(queue)
+        if queue not in connection.topic_steps:  # a queue never declared here: ask its topic once
+            label = connection.admin.topic_steps_label(queue)
+            connection.topic_steps[queue] = priorities.Steps.from_label(label)
+        steps = connection.topic_steps[queue]
+        step = steps.step_of(priority) if steps else 0
+        return connection.admin.step_topic_path(queue, step)
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str,
                     **kwargs: Any) -> None:
@@ -177,15 +207,22 @@ class Channel(virtual.Channel):
     # -- consuming (the consuming thread) --------------------------------------------
     def basic_consume(self, queue: str, no_ack: bool, callback: Any, consumer_tag: str,
                       **kwargs: Any) -> str:
-        info = self.ensure_queue(queue)
+        self.ensure_queue(queue)
         if no_ack:
             self._no_ack.add(queue)
         result = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
         if queue not in self._pulling:
-            consumer = self._consumer(queue, info)
-            self._pulling[queue] = consumer
-            self.engine.consume(consumer)
+            consumers = [self._consumer(queue, step) for step in self.steps(queue)]
+            self._pulling[queue] = consumers
+            for consumer in consumers:
+                self.engine.consume(consumer)
         return result
+
+    def _consumer(self, queue: str, step: priorities.Step) -> Consumer:
+        return Consumer(self, queue, step.info, self.window, functools.partial(next, self._tags),
+                        functools.partial(exchanges.matches, self, queue),
+                        message_ttl=self._message_ttl(queue), rank=step.rank,
+                        ranked=queue in self.connection.priority_steps)
 
     def basic_cancel(self, consumer_tag: str) -> None:
         queue = self._tag_to_queue.get(consumer_tag)
@@ -203,8 +240,7 @@ class Channel(virtual.Channel):
             self.qos._quick_ack(tag)
 
     def _stop_consuming(self, queue: str) -> None:
-        consumer = self._pulling.pop(queue, None)
-        if consumer is not None:
+        for consumer in self._pulling.pop(queue, ()):
             self.engine.cancel(consumer)
         self._no_ack.discard(queue)
 
@@ -219,25 +255,24 @@ class Channel(virtual.Channel):
         super().basic_qos(prefetch_size, prefetch_count, apply_global)
         self.window.wake()
 
-    def _consumer(self, queue: str, info: SubscriptionInfo) -> Consumer:
-        return Consumer(self, queue, info, self.window, functools.partial(next, self._tags),
-                        functools.partial(exchanges.matches, self, queue),
-                        message_ttl=self._message_ttl(queue))
-
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        """basic_get: the next message Celery may have; those buried or skipped on the way
-        (expired, refused, not for this queue) are passed over, at most GET_PASSES of them."""
-        info = self.ensure_queue(queue)
-        consumer = self._consumer(queue, info)
-        for _ in range(GET_PASSES):
-            response = self.connection.subscriber.pull(
-                request={"subscription": info.path, "max_messages": 1, "return_immediately": True},
-                timeout=self.options.rpc_timeout)
-            if not response.received_messages:
-                break
-            for delivery in self.engine.intake.accept(consumer, list(response.received_messages)):
-                self.window.hold(delivery)
-                return delivery.payload
+        """basic_get: the next message Celery may have, from the highest priority step that
+        has one; those buried or skipped on the way (expired, refused, not for this queue)
+        are passed over, at most GET_PASSES of them."""
+        passes = 0
+        for step in self.steps(queue):
+            consumer = self._consumer(queue, step)
+            while passes < GET_PASSES:
+                passes += 1
+                response = self.connection.subscriber.pull(
+                    request={"subscription": step.info.path, "max_messages": 1,
+                             "return_immediately": True},
+                    timeout=self.options.rpc_timeout)
+                if not response.received_messages:
+                    break
+                for delivery in self.engine.intake.accept(consumer, list(response.received_messages)):
+                    self.window.hold(delivery)
+                    return delivery.payload
         raise Empty()
 
     def deliver(self, delivery: Delivery) -> None:
@@ -245,7 +280,7 @@ class Channel(virtual.Channel):
         queue = delivery.queue
         callback = None if self.closed else self.transport._callbacks.get(queue)
         if callback is None:
-            delivery.window.left(1)
+            delivery.window.left(1, delivery.rank)
             self.engine.release([delivery])
             return
         no_ack = queue in self._no_ack
@@ -295,14 +330,18 @@ class Channel(virtual.Channel):
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         self._temporary.deleted(queue)
-        self.connection.admin.delete_queue(queue, self.connection.subscriptions.pop(queue, None))
+        admin = self.connection.admin
+        for step in self.connection.priority_steps.pop(queue, [])[:-1]:  # the queue's own last
+            admin.delete_subscription(step.info.path)
+            admin.delete_topic(step.info.topic_path)
+        self.connection.topic_steps.pop(queue, None)
+        admin.delete_queue(queue, self.connection.subscriptions.pop(queue, None))
 
     def _purge(self, queue: str) -> int:
-        info = self.ensure_queue(queue)
-        removed = self.connection.admin.purge(info.path)
-        if removed is None:
+        removed = [self.connection.admin.purge(step.info.path) for step in self.steps(queue)]
+        if None in removed:
             logger.info("Purged %r by seeking to now; Pub/Sub does not say how many.", queue)
-        return removed or 0
+        return sum(count or 0 for count in removed)
 
     def _size(self, queue: str) -> int:
         return 0  # Pub/Sub has no queue-depth API (only Cloud Monitoring, minutes stale).

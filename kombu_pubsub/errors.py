@@ -7,6 +7,7 @@
         ├── ConfigurationError          a bad URL, transport option or queue argument
         ├── NamingError                 a queue/exchange name Pub/Sub cannot take
         ├── ResourceMissingError        create_missing=False and a topic/subscription is absent
+        ├── QueueMismatchError          a queue exists in Pub/Sub with other priorities than declared
         ├── MessageTooLargeError        a message over Pub/Sub's 10 MB limit
         ├── PublishError                Pub/Sub refused or did not accept a publish in time
         ├── AccessDeniedError           Pub/Sub refused a request for lack of permission or credentials
@@ -34,6 +35,10 @@ class NamingError(PubSubError, ValueError):
 
 class ResourceMissingError(PubSubError):
     """A topic or subscription does not exist and create_missing is off."""
+
+
+class QueueMismatchError(PubSubError):
+    """A queue exists in Pub/Sub with priorities other than it is declared with (filters are immutable)."""
 
 
 class MessageTooLargeError(PubSubError, ValueError):

@@ -13,6 +13,12 @@ Step 1 never produces ``~``, so a prefixed id can never equal an unprefixed
 one: two different Celery names never share a topic. An id over 255
 characters is refused with :class:`NamingError`. :func:`queue_name` undoes
 the mapping (a dead-lettered message names the subscription it came from).
+
+A queue with priorities has one subscription per priority step
+(priorities.py): step 0 keeps the queue's own id, step N > 0 is
+``<queue id>~p<N>`` (:func:`step_resource_id`). A queue's id holds ``~`` only
+in its prefix, at index 1, and a step's mark comes after at least three
+characters, so a step id never equals a queue's id.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from .errors import ConfigurationError, NamingError
 
 MAX_ID_LENGTH = 255
 PREFIX = "q~"
+#: Between a queue's id and the number of one of its priority steps.
+STEP_MARK = "~p"
+_STEP_NUMBERS = frozenset("123456789")
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.+")
 
 # Real project ids are 6-30 of [a-z0-9-]; the emulator takes more (our default,
@@ -49,6 +58,35 @@ def resource_id(name: str) -> str:
             "(each character outside A-Z a-z 0-9 - _ . + takes 3)."
         )
     return encoded
+
+
+def step_resource_id(name: str, step: int) -> str:
+    """The subscription id of priority step `step` (0–9) of queue `name`; step 0 is the queue's own id."""
+    queue_id = resource_id(name)
+    if not step:
+        return queue_id
+    step_id = f"{queue_id}{STEP_MARK}{step}"
+    if len(step_id) > MAX_ID_LENGTH:
+        raise NamingError(
+            f"queue name {name!r} is too long for priorities: its priority step subscription "
+            f"{step_id!r} has {len(step_id)} characters; Pub/Sub allows {MAX_ID_LENGTH}. "
+            "Use a shorter name.")
+    return step_id
+
+
+def split_step(subscription_id: str) -> tuple[str, int]:
+    """(queue name, priority step) of a subscription id; step 0 for a queue's own id.
+
+    The inverse of :func:`step_resource_id`; raises :class:`NamingError` for an id
+    neither function makes.
+    """
+    queue_id, mark, number = subscription_id.rpartition(STEP_MARK)
+    if mark and number in _STEP_NUMBERS:
+        try:
+            return queue_name(queue_id), int(number)
+        except NamingError:
+            pass  # "q~p3" is the queue "p3", not step 3 of a queue "q"
+    return queue_name(subscription_id), 0
 
 
 def queue_name(pubsub_id: str) -> str:

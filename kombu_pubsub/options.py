@@ -94,6 +94,13 @@ class TransportOptions:
     Credentials). Unset (``auto``): Google Cloud when the host ends in
     ``googleapis.com``, an emulator otherwise."""
 
+    priority_steps: tuple[int, ...] = (0, 3, 6, 9)
+    """Priority steps of queues declared with a max priority (``x-max-priority``,
+    Celery's ``task_queue_max_priority``): one subscription per step, higher
+    steps handed to Celery first (see priorities.py). Distinct priorities 0–9,
+    starting at 0, as a list or a string ``"0,3,6,9"``; each step holds the
+    priorities from its value up to the next step's."""
+
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None) -> TransportOptions:
         """Build from ``broker_transport_options``; unknown keys used by Kombu itself are ignored."""
@@ -133,11 +140,15 @@ class TransportOptions:
                 f"transport option api_endpoint={self.api_endpoint!r} is not an endpoint; "
                 "expected HOST or HOST:PORT, e.g. 'us-east1-pubsub.googleapis.com:443' or "
                 "'127.0.0.1:8085' (no scheme, no path)")
+        _check_steps(self.priority_steps)
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
     """Turn `raw` into the type of `default` (bool, int or float); strings accepted."""
     try:
+        if isinstance(default, tuple):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(sorted(_coerce(name, item, 0) for item in items))
         if isinstance(default, bool):
             if isinstance(raw, bool):
                 return raw
@@ -154,7 +165,7 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             return int(value)
         return float(raw)
     except (TypeError, ValueError):
-        kind = "true/false" if isinstance(default, bool) else type(default).__name__
+        kind = {bool: "true/false", tuple: "list of integers"}.get(type(default), type(default).__name__)
         raise ConfigurationError(
             f"transport option {name}={raw!r} is not a valid {kind}"
         ) from None
@@ -170,6 +181,13 @@ def _coerce_auto_bool(name: str, raw: Any) -> bool | None:
         raise ConfigurationError(
             f"transport option {name}={raw!r} is not valid; accepted: true, false or auto"
         ) from None
+
+
+def _check_steps(steps: tuple[int, ...]) -> None:
+    if not steps or steps[0] != 0 or steps[-1] > 9 or len(set(steps)) != len(steps):
+        raise ConfigurationError(
+            f"transport option priority_steps={list(steps)!r} is not valid; accepted: distinct "
+            "priorities 0 to 9 starting at 0, e.g. [0, 3, 6, 9]")
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

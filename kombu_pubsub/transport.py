@@ -10,7 +10,7 @@ Features
   Kombu's virtual transports do); temporary queues (events, Flower) subscribe to the
   exchange's topic and match routing keys themselves (see exchanges.py)
 * Supports Fanout: Yes (one topic per exchange, one subscription per bound queue)
-* Supports Priority: No
+* Supports Priority: Yes, in steps, a higher number first (see priorities.py)
 * Supports TTL: Yes, message ``expiration`` and queue ``message_ttl`` (``x-message-ttl``):
   enforced when a message is consumed; an expired one goes to the morgue (see expiry.py)
 
@@ -33,7 +33,7 @@ See :class:`kombu_pubsub.options.TransportOptions`: ``create_missing``,
 ``publish_timeout``), ``fast_publish``, ``message_retention``,
 ``subscription_ttl``, ``temporary_ttl``, ``pull_max_messages``, ``pull_timeout``,
 ``ack_batch_bytes``, ``max_defer_hop``, ``dead_letter_attempts``, ``api_endpoint``,
-``emulator``.
+``emulator``, ``priority_steps``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from .errors import (
     AccessDeniedError,
     BrokerUnavailableError,
     ConfigurationError,
+    QueueMismatchError,
     RequestError,
     ResourceMissingError,
     as_kombu_error,
@@ -66,6 +67,7 @@ from .errors import (
 )
 from .exchanges import ExchangeTopics
 from .options import TransportOptions, parse_url
+from .priorities import Step, Steps
 from .pubsub import endpoint, rpc
 from .pubsub.admin import MORGUE_QUEUE, Admin, SubscriptionInfo
 from .pubsub.publisher import Publisher
@@ -111,7 +113,7 @@ class Transport(virtual.Transport):
     # Connection errors make Celery reconnect; channel errors are reported as they are.
     connection_errors = virtual.Transport.connection_errors + (BrokerUnavailableError,)
     channel_errors = virtual.Transport.channel_errors + (
-        ResourceMissingError, AccessDeniedError, RequestError)
+        ResourceMissingError, AccessDeniedError, RequestError, QueueMismatchError)
     # Only these are retried by kombu's Connection.ensure(); a PublishError (already
     # retried for rpc_timeout) reaches the caller at once.
     recoverable_connection_errors = (BrokerUnavailableError,)
@@ -137,6 +139,10 @@ class Transport(virtual.Transport):
         self._closed = False
         #: queue name → its subscription, once ensured on this connection.
         self.subscriptions: dict[str, SubscriptionInfo] = {}
+        #: queue → its priority steps' subscriptions, highest first (queues with priorities only).
+        self.priority_steps: dict[str, list[Step]] = {}
+        #: queue never declared here → its steps, read from its topic's label (None: none).
+        self.topic_steps: dict[str, Steps | None] = {}
         self._topics: dict[str, str] = {}
         self.exchange_topics = ExchangeTopics(self)
         #: Set when the worker is told to stop: prefetched messages go back, waits are short.

@@ -4,10 +4,11 @@ A Pub/Sub message's ``data`` is the UTF-8 JSON of Kombu's virtual-transport
 envelope (``body`` — base64 unless ``body_encoding`` says otherwise —
 ``content-type``, ``content-encoding``, ``headers``, ``properties``), the same
 envelope every Kombu virtual transport stores. Attributes carry a copy of the
-task name and id (for the console and morgue listings), never the payload; the
-channel adds the expiry stamp (expiry.py). Headers and properties must be JSON:
-anything else raises Kombu's ``EncodeError`` naming the header, as Kombu's own
-serializers do for a body.
+task name and id (for the console and morgue listings), never the payload, and
+``priority``, the message's priority when above 0 (clamped to 9, as Kombu does),
+which routes it to a priority step (priorities.py); the channel adds the expiry
+stamp (expiry.py). Headers and properties must be JSON: anything else raises
+Kombu's ``EncodeError`` naming the header, as Kombu's own serializers do for a body.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ MAX_DATA_BYTES = 10_000_000 - 10_000
 MAX_ATTRIBUTE_BYTES = 1024
 FORMAT_ATTRIBUTE = "kombu_pubsub"
 FORMAT_VERSION = "1"
+PRIORITY_ATTRIBUTE = "priority"
+#: Kombu's virtual transports clamp priorities to 0–9 (virtual.Channel.max_priority).
+MAX_PRIORITY = 9
 
 
 class UndecodableMessage(ValueError):
@@ -56,7 +60,19 @@ def encode(envelope: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     for key, value in headers.items():
         if (key in ("task", "id") or key.startswith("morgue_")) and isinstance(value, str):
             attributes[key] = _clip(value)
+    priority = (envelope.get("properties") or {}).get("priority")
+    if priority:
+        _add_priority(attributes, priority)
     return data, attributes
+
+
+def _add_priority(attributes: dict[str, str], priority: Any) -> None:
+    try:
+        value = min(int(priority), MAX_PRIORITY)
+    except (TypeError, ValueError):
+        return  # Kombu itself treats such a priority as the default: no attribute
+    if value > 0:
+        attributes[PRIORITY_ATTRIBUTE] = str(value)
 
 
 def decode(data: bytes) -> dict[str, Any]:

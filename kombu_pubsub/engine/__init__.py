@@ -116,7 +116,7 @@ class Engine:
                 return
             puller = Puller(consumer, self._start_pull, self.intake, self.inbox, self.release,
                             self.clock, self.options.pull_timeout, self.options.pull_max_messages,
-                            self.busy_peers, self.crashed)
+                            self.busy_peers, self.crashed, self.higher_busy)
             self._pullers[id(consumer)] = puller
         logger.debug("Consuming %r from %r.", consumer.queue, consumer.subscription.path)
         self._launch(puller)
@@ -143,6 +143,15 @@ class Engine:
         with self._lock:
             return sum(1 for puller in self._pullers.values()
                        if puller.consumer.window is window and puller.consumer.busy)
+
+    def higher_busy(self, consumer: Consumer) -> bool:
+        """True while a higher priority step of the consumer's queue brought messages last time."""
+        with self._lock:
+            return any(other.consumer.busy and other.consumer.ranked
+                       and other.consumer.rank > consumer.rank
+                       and other.consumer.queue == consumer.queue
+                       and other.consumer.window is consumer.window
+                       for other in self._pullers.values())
 
     # -- settling (any thread) ----------------------------------------------------------
     def settle(self, delivery: Delivery, ack: bool) -> None:

@@ -10,7 +10,10 @@ hub can poll it (Celery's, gevent's, eventlet's), and ringing it is one
 Room in a channel's window is taken when a message arrives, never reserved
 ahead: a pull waiting on a quiet queue holds no room that a busy queue needs.
 A message is handed to Celery only while its channel is under the prefetch
-limit; until then it waits here, leased.
+limit; until then it waits here, leased. Among one queue's waiting messages
+the highest priority step goes first (its rank, priorities.py); across
+queues, arrival order holds, so a busy queue with priorities never holds back
+another queue's older messages.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Delivery:
     subscription_path: str
     ack_id: str
     payload: dict[str, Any]
+    rank: int = 0
+    """Its priority step's rank in its queue (0: the lowest, and a queue without priorities)."""
 
     @property
     def tag(self) -> Any:
@@ -112,48 +117,61 @@ class Window:
         # Guards the counts; notified when room was made or pullers must look again.
         self._cond = os_threading().Condition()
         self._waiting = 0
+        #: rank → how many of the waiting messages have it (ranks above 0 only).
+        self._waiting_ranked: dict[int, int] = {}
         self._with_celery: dict[Any, Delivery] = {}
 
-    def free(self) -> int | None:
-        """How many more messages may arrive for this channel; None when there is no limit."""
-        limit = self._limit()
-        if not limit:
-            return None
+    def free(self, rank: int = 0, lookahead: int = 0) -> int | None:
+        """How many more messages may arrive for this channel; None when there is no limit.
+
+        For a priority step of rank `rank`, only waiting messages of that rank or higher
+        count, and `lookahead` more may wait (pulling.py).
+        """
         with self._cond:
-            return limit - len(self._with_celery) - self._waiting
+            return self.free_locked(rank, lookahead)
 
     def can_take(self) -> bool:
         """True while Celery may be handed one more message."""
         limit = self._limit()
         return not limit or len(self._with_celery) < limit
 
-    def wait_for_room(self, timeout: float) -> bool:
+    def wait_for_room(self, timeout: float, rank: int = 0, lookahead: int = 0) -> bool:
         """Puller thread: wait until there is room (or a wake-up); True if there is room."""
         with self._cond:
-            free = self.free_locked()
+            free = self.free_locked(rank, lookahead)
             if free is not None and free <= 0:
                 self._cond.wait(timeout)
-                free = self.free_locked()
+                free = self.free_locked(rank, lookahead)
             return free is None or free > 0
 
-    def free_locked(self) -> int | None:
+    def free_locked(self, rank: int = 0, lookahead: int = 0) -> int | None:
         limit = self._limit()
-        return None if not limit else limit - len(self._with_celery) - self._waiting
+        if not limit:
+            return None
+        waiting = self._waiting
+        if rank:
+            waiting = sum(count for ranked, count in self._waiting_ranked.items() if ranked >= rank)
+        return limit + lookahead - len(self._with_celery) - waiting
 
-    def arrived(self, count: int) -> None:
+    def arrived(self, count: int, rank: int = 0) -> None:
         with self._cond:
-            self._waiting += count
+            self._count(count, rank)
 
-    def left(self, count: int) -> None:
-        """`count` waiting messages left the inbox without reaching Celery (released)."""
+    def left(self, count: int, rank: int = 0) -> None:
+        """`count` waiting messages of `rank` left the inbox without reaching Celery (released)."""
         with self._cond:
-            self._waiting -= count
+            self._count(-count, rank)
             self._cond.notify_all()
+
+    def _count(self, count: int, rank: int) -> None:
+        self._waiting += count
+        if rank:
+            self._waiting_ranked[rank] = self._waiting_ranked.get(rank, 0) + count
 
     def handed(self, delivery: Delivery, held: bool) -> None:
         """A waiting message went to Celery; `held` until settled (no_ack: not held)."""
         with self._cond:
-            self._waiting -= 1
+            self._count(-1, delivery.rank)
             if held:
                 self._with_celery[delivery.tag] = delivery
             else:
@@ -181,8 +199,14 @@ class Window:
         with self._cond:
             return list(self._with_celery.values())
 
+    def pause(self, timeout: float) -> None:
+        """Puller thread: wait for a wake-up (or `timeout` seconds)."""
+        with self._cond:
+            self._cond.wait(timeout)
+
     def wake(self) -> None:
-        """Wake pullers waiting for room: the limit changed, or they must stop."""
+        """Wake pullers waiting for room or paused: the limit changed, a priority step came back
+        empty, or they must stop."""
         with self._cond:
             self._cond.notify_all()
 
@@ -191,9 +215,11 @@ class Inbox:
     """Deliveries waiting for the consuming thread, in arrival order, with the doorbell."""
 
     def __init__(self) -> None:
-        # Guards _items and _error.
+        # Guards _items, _ranked and _error.
         self._lock = os_threading().Lock()
         self._items: deque[Delivery] = deque()
+        #: How many waiting deliveries have a rank above 0 (none: take looks no further).
+        self._ranked = 0
         self._error: BaseException | None = None
         self.doorbell = Doorbell()
 
@@ -202,9 +228,10 @@ class Inbox:
         if not deliveries:
             return
         for delivery in deliveries:
-            delivery.window.arrived(1)
+            delivery.window.arrived(1, delivery.rank)
         with self._lock:
             self._items.extend(deliveries)
+            self._ranked += sum(1 for delivery in deliveries if delivery.rank)
         self.doorbell.ring()
 
     def fail(self, error: BaseException) -> None:
@@ -220,7 +247,8 @@ class Inbox:
             self.doorbell.ring()
 
     def take(self) -> Delivery | None:
-        """Consuming thread: the oldest delivery whose channel may take it, now handed over; or None.
+        """Consuming thread: the oldest delivery whose channel may take it, or one of a higher
+        priority step of the same queue, now out of the inbox; or None.
 
         Raises an error a background thread recorded.
         """
@@ -230,9 +258,24 @@ class Inbox:
                 raise error
             for index, delivery in enumerate(self._items):
                 if delivery.window.can_take():
+                    if self._ranked:
+                        index = self._best_of_queue(index)
+                    delivery = self._items[index]
                     del self._items[index]
+                    self._ranked -= bool(delivery.rank)
                     return delivery
         return None
+
+    def _best_of_queue(self, first: int) -> int:
+        """The index of the earliest delivery of the highest rank among those of the same
+        queue and window as the one at `first` (none of them waits before it)."""
+        oldest = self._items[first]
+        best, best_rank = first, oldest.rank
+        for index in range(first + 1, len(self._items)):
+            item = self._items[index]
+            if item.rank > best_rank and item.queue == oldest.queue and item.window is oldest.window:
+                best, best_rank = index, item.rank
+        return best
 
     def remove(self, matches: Callable[[Delivery], bool]) -> list[Delivery]:
         """Take out and return the deliveries that match (they will not reach Celery)."""
@@ -240,12 +283,14 @@ class Inbox:
             taken = [item for item in self._items if matches(item)]
             if taken:
                 self._items = deque(item for item in self._items if not matches(item))
-        counts: dict[int, tuple[Window, int]] = {}
+                self._ranked -= sum(1 for item in taken if item.rank)
+        counts: dict[tuple[int, int], tuple[Window, int]] = {}
         for item in taken:
-            window, count = counts.get(id(item.window), (item.window, 0))
-            counts[id(item.window)] = (window, count + 1)
-        for window, count in counts.values():
-            window.left(count)
+            key = (id(item.window), item.rank)
+            window, count = counts.get(key, (item.window, 0))
+            counts[key] = (window, count + 1)
+        for (_, rank), (window, count) in counts.items():
+            window.left(count, rank)
         return taken
 
     def __len__(self) -> int:

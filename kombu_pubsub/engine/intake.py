@@ -113,7 +113,7 @@ class Intake:
                 self._settle_here(consumer, item, verdict)
                 continue
             delivery = Delivery(consumer.owner, consumer.window, consumer.queue, info.path,
-                                item.ack_id, verdict.payload)
+                                item.ack_id, verdict.payload, consumer.rank)
             if verdict.action == "deliver":
                 _tag(delivery, consumer, item.delivery_attempt)
                 ready.append(delivery)

@@ -8,6 +8,18 @@ the free room shared among the channel's busy queues (at least one message),
 so a burst on many queues overshoots the prefetch by at most a few messages,
 which wait in the inbox, leased.
 
+A queue with priorities has one puller per priority step (priorities.py),
+all sharing the channel's window. As Redis polls a queue's steps in order, a
+step's puller waits while a higher step of its queue is busy (its last pull
+brought messages), and pulls once that step comes back empty. A step's
+puller counts only the waiting messages of its step or higher, and LOOKAHEAD
+more may wait, so the highest step's next message is already in the inbox
+when Celery makes room. The inbox then hands a queue's highest step first:
+lower steps wait while higher ones have messages, as on Redis. The cost is
+one message beyond the prefetch per step, leased in the inbox, and, while the
+steps' first pulls race at start, the first few messages may come from lower
+steps.
+
 A closed consumer cancels its pull in flight (pubsub/pulls.py): a pull left
 waiting would take the next messages of its queue and hold them for a whole
 ack deadline.
@@ -53,6 +65,10 @@ ERROR_BACKOFF = 0.5
 #: Longest wait for room without a wake-up (one missed would cost only this), seconds.
 ROOM_RECHECK = 1.0
 
+#: Messages a queue with priorities may keep waiting beyond its channel's window, so that the
+#: best one is already in the inbox when Celery makes room (see the module docstring).
+LOOKAHEAD = 1
+
 #: Start a pull: (subscription path, max messages, timeout seconds) → a pull in flight.
 StartPull = Callable[[str, int, float], PullCall]
 
@@ -74,6 +90,16 @@ class Consumer:
     """Messages its last pull brought (for the share of the window its next pull asks for)."""
     message_ttl: float | None = None
     """The queue's message TTL as the channel declared it (``x-message-ttl``), seconds."""
+    rank: int = 0
+    """Its priority step's rank among its queue's steps, 0 the lowest (and a queue without
+    priorities); deliveries carry it, and the inbox hands a queue's higher ranks first."""
+    ranked: bool = False
+    """True for a step of a queue with priorities: its puller counts only waiting messages of
+    its rank or higher, and LOOKAHEAD more may wait (see the module docstring)."""
+
+    @property
+    def lookahead(self) -> int:
+        return LOOKAHEAD if self.ranked else 0
 
 
 class Puller(EngineThread):
@@ -82,8 +108,10 @@ class Puller(EngineThread):
     def __init__(self, consumer: Consumer, start_pull: StartPull, intake: Intake, inbox: Inbox,
                  release: Callable[[list[Delivery]], None], clock: Clock, pull_timeout: float,
                  pull_max_messages: int, busy_peers: Callable[[Window], int],
-                 on_crash: Callable[[BaseException], None]) -> None:
-        super().__init__(f"kombu-pubsub-puller-{consumer.queue}", on_crash)
+                 on_crash: Callable[[BaseException], None],
+                 higher_busy: Callable[[Consumer], bool] = lambda consumer: False) -> None:
+        step = f"~{consumer.rank}" if consumer.ranked else ""
+        super().__init__(f"kombu-pubsub-puller-{consumer.queue}{step}", on_crash)
         self.consumer = consumer
         self._start_pull = start_pull
         self._intake = intake
@@ -93,6 +121,7 @@ class Puller(EngineThread):
         self._pull_timeout = pull_timeout
         self._pull_max = pull_max_messages
         self._busy_peers = busy_peers
+        self._higher_busy = higher_busy
         # Guards _call: set by the puller, cancelled by whoever stops it.
         self._lock = os_threading().Lock()
         self._call: PullCall | None = None
@@ -110,7 +139,8 @@ class Puller(EngineThread):
 
     def ask(self) -> int:
         """How many messages the next pull asks for: the free room shared among busy queues."""
-        free = self.consumer.window.free()
+        consumer = self.consumer
+        free = consumer.window.free(consumer.rank, consumer.lookahead)
         if free is None:
             return self._pull_max
         share = math.ceil(free / max(1, self._busy_peers(self.consumer.window)))
@@ -118,7 +148,12 @@ class Puller(EngineThread):
 
     def step(self) -> bool:
         """Puller thread: wait for room, pull, hand what came to intake and the inbox."""
-        if not self.consumer.window.wait_for_room(ROOM_RECHECK) or self.stopped:
+        consumer = self.consumer
+        if consumer.ranked and self._higher_busy(consumer):
+            consumer.window.pause(ROOM_RECHECK)  # until a higher step comes back empty
+            return not self.stopped
+        if not consumer.window.wait_for_room(ROOM_RECHECK, consumer.rank, consumer.lookahead) \
+                or self.stopped:
             return not self.stopped
         ask = self.ask()
         # Starting a pull makes no blocking call. Under the lock, a stop either comes first
@@ -138,7 +173,9 @@ class Puller(EngineThread):
         if received is None:  # cancelled
             return not self.stopped
         self._failing_since = None
-        self.consumer.busy = len(received)
+        was_busy, self.consumer.busy = self.consumer.busy, len(received)
+        if was_busy and not received and self.consumer.ranked:
+            self.consumer.window.wake()  # lower steps held back for this one may pull now
         if received:
             logger.debug("Pulled %d message(s) from %r.", len(received), self.consumer.queue)
         deliveries = self._intake.accept(self.consumer, received)

@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class QueueSpec:
-    """A queue to manage: its Celery name and the topic its subscription is on."""
+    """A queue to manage: its Celery name, the topic its subscription is on, its max priority."""
 
     name: str
     topic: str
+    max_priority: int = 0
+    """As declared (``x-max-priority``, Celery's task_queue_max_priority); 0: no priorities."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +50,21 @@ def app_queues(app: Celery, extra: Iterable[str] = ()) -> AppQueues:
     conf = app.conf
     specs: dict[str, QueueSpec] = {}
     temporary: list[str] = []
+    # Celery gives every queue declared without one this max priority (Queues.add).
+    default_max = int(conf.task_queue_max_priority or 0)
 
     def add(queue: Queue | str | None) -> None:
         if isinstance(queue, Queue):
             if queue.auto_delete or queue.exclusive:
                 temporary.append(queue.name)
                 return
-            specs.setdefault(queue.name, _spec(queue))
+            specs.setdefault(queue.name, _spec(queue, default_max))
         elif queue:
-            specs.setdefault(queue, QueueSpec(queue, queue))
+            specs.setdefault(queue, QueueSpec(queue, queue, default_max))
 
+    for queue in app.amqp.queues.values():
+        if queue.name == conf.task_default_queue:
+            add(queue)  # first, as Celery declared it
     add(conf.task_default_queue)
     for queue in app.amqp.queues.values():
         add(queue)
@@ -83,10 +90,12 @@ def routed_queue_names(task_routes: Any) -> tuple[list[Queue | str], int]:
     return named, routers
 
 
-def _spec(queue: Queue) -> QueueSpec:
+def _spec(queue: Queue, default_max: int) -> QueueSpec:
     # A queue bound to a fanout exchange is a subscription on the exchange's topic
     # (see Channel._queue_bind); any other queue has a topic of its own name.
+    arguments = queue.queue_arguments or {}
+    max_priority = int(queue.max_priority or arguments.get("x-max-priority") or default_max)
     exchange = queue.exchange
     if exchange is not None and exchange.type == "fanout" and exchange.name:
-        return QueueSpec(queue.name, exchange.name)
-    return QueueSpec(queue.name, queue.name)
+        return QueueSpec(queue.name, exchange.name, max_priority)
+    return QueueSpec(queue.name, queue.name, max_priority)

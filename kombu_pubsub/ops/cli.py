@@ -206,7 +206,7 @@ def delete(ctx: click.Context, queue: str, yes: bool, force: bool) -> None:
             raise click.ClickException(
                 f"queue {queue!r} does not exist in {tools.where}: no subscription or topic "
                 f"for it; '{_command(ctx)} pubsub queues --all' lists what exists")
-        doomed = " and ".join(path for path in (plan.subscription_path, plan.topic_path) if path)
+        doomed = " and ".join(plan.doomed)
         if not yes:
             click.confirm(f"Delete {doomed}? Messages waiting on it are lost.", abort=True)
         for outcome in tools.delete(plan):

@@ -185,7 +185,7 @@ def _source_queue(subscription_path: str) -> str:
     """The queue whose subscription dead-lettered a message ('' when no queue's id is that)."""
     subscription_id = subscription_path.rsplit("/", 1)[-1]
     try:
-        return naming.queue_name(subscription_id)
+        return naming.split_step(subscription_id)[0]  # a priority step's: its queue
     except NamingError as exc:
         logger.warning("A dead-lettered message in the morgue cannot be replayed: %s", exc)
         return ""

@@ -36,6 +36,14 @@ class QueueInfo:
     retention: float | None = None
     expiration: float | None = None
     """Idle time before Pub/Sub deletes the subscription; 0 = never; None = Pub/Sub's default."""
+    priorities: str | None = None
+    """For a queue with priorities, the priorities this step's subscription holds ('6-9')."""
+
+    @property
+    def label(self) -> str:
+        """The QUEUE cell: the queue name, and the step's priorities for a queue with priorities."""
+        name = self.queue or NONE
+        return f"{name} [priority {self.priorities}]" if self.priorities else name
 
 
 def queue_info(queue: str | None, subscription_id: str, topic_id: str, subscription: Any,
@@ -84,8 +92,8 @@ def row(info: QueueInfo, backlog: Backlog) -> tuple[str, ...]:
     """The table row of one queue."""
     topic = {None: "missing", DETACHED_TOPIC: "deleted"}.get(info.topic, info.topic)
     if not info.exists:
-        return (info.queue or NONE, str(topic), "missing", NONE, NONE, NONE, NONE, NONE)
-    return (info.queue or NONE, str(topic), info.subscription, seconds(info.ack_deadline),
+        return (info.label, str(topic), "missing", NONE, NONE, NONE, NONE, NONE)
+    return (info.label, str(topic), info.subscription, seconds(info.ack_deadline),
             dead_letter(info), duration(info.retention), expires(info),
             backlog.describe(info.subscription))
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import google.auth.exceptions
 from google.cloud import pubsub_v1
 
-from .. import naming
+from .. import naming, priorities
 from ..errors import ConfigurationError
 from ..pubsub import endpoint, rpc
-from ..pubsub.admin import DETACHED_TOPIC, MORGUE_QUEUE, Admin
+from ..pubsub.admin import DETACHED_TOPIC, MORGUE_QUEUE, STEPS_LABEL, Admin
 from ..pubsub.backlog import Backlog, read_backlog
 from ..transport import Transport
 from .app_queues import QueueSpec
@@ -51,10 +51,17 @@ class DeletePlan:
     topic_path: str | None
     shared_with: tuple[str, ...] = ()
     """Other subscriptions on the queue's topic: the topic is then kept."""
+    step_paths: tuple[str, ...] = ()
+    """The subscriptions and topics of its priority steps above 0 (a queue with priorities)."""
 
     @property
     def exists(self) -> bool:
-        return bool(self.subscription_path or self.topic_path)
+        return bool(self.subscription_path or self.topic_path or self.step_paths)
+
+    @property
+    def doomed(self) -> list[str]:
+        """Every path `delete` removes, for the confirmation prompt."""
+        return [path for path in (*self.step_paths, self.subscription_path, self.topic_path) if path]
 
 
 class QueueTools:
@@ -98,7 +105,7 @@ class QueueTools:
 
     def describe(self, specs: list[QueueSpec], every_subscription: bool = False) -> list[QueueInfo]:
         """Each queue as Pub/Sub has it, then (if asked) every other subscription of the project."""
-        infos = [self._describe(spec) for spec in specs]
+        infos = [info for spec in specs for info in self._describe(spec)]
         if every_subscription:
             known = {info.subscription for info in infos}
             for subscription in self.admin.list_subscriptions():
@@ -107,11 +114,22 @@ class QueueTools:
                     infos.append(queue_info(None, subscription_id, "", subscription, True))
         return infos
 
-    def _describe(self, spec: QueueSpec) -> QueueInfo:
+    def _describe(self, spec: QueueSpec) -> list[QueueInfo]:
+        """A queue's subscription; with priorities, one per step, highest first."""
         subscription = self.admin.find_subscription(spec.name)
         topic_exists = subscription is not None or self.admin.topic_exists(spec.topic)
-        return queue_info(spec.name, naming.resource_id(spec.name), naming.resource_id(spec.topic),
+        info = queue_info(spec.name, naming.resource_id(spec.name), naming.resource_id(spec.topic),
                           subscription, topic_exists)
+        steps = _steps_of(subscription)
+        if steps is None:
+            return [info]
+        infos = [dataclasses.replace(info, priorities=steps.span(0))]
+        for step in steps.values[1:]:
+            step_id = naming.step_resource_id(spec.name, step)
+            step_info = queue_info(spec.name, step_id, step_id,
+                                   self.admin.find_subscription(spec.name, step), True)
+            infos.append(dataclasses.replace(step_info, priorities=steps.span(step)))
+        return infos[::-1]
 
     def backlog(self) -> Backlog:
         return read_backlog(self.project, emulator=self.endpoint.emulator)
@@ -120,14 +138,29 @@ class QueueTools:
         return drift(info, self.options)
 
     def provision(self, specs: list[QueueSpec]) -> Iterator[Outcome]:
-        """Create each queue's topic and subscription unless they exist; the morgue first."""
+        """Create each queue's topic and subscription unless they exist (with priorities, one
+        per step); the morgue first."""
         # Work subscriptions dead-letter to the morgue, so it must exist before them.
         for spec in sorted(specs, key=lambda spec: spec.name != MORGUE_QUEUE):
             topic_existed = self.admin.topic_exists(spec.topic)
+            steps = priorities.Steps.for_queue(spec.max_priority, self.options.priority_steps)
+            if steps is not None:
+                yield from self._provision_steps(spec, steps, topic_existed)
+                continue
             before = self.admin.find_subscription(spec.name)
             made = self.admin.ensure_subscription(spec.name, spec.topic, temporary=False)
             yield Outcome("topic", made.topic_path, "already existed" if topic_existed else "created")
             yield self._subscription_outcome(spec, made.path, before)
+
+    def _provision_steps(self, spec: QueueSpec, steps: priorities.Steps,
+                         topic_existed: bool) -> Iterator[Outcome]:
+        before = {step: self.admin.find_subscription(spec.name, step) is not None
+                  for step in steps.values}
+        made = priorities.ensure(self.admin, spec.name, steps)
+        yield Outcome("topic", made[0].info.topic_path, "already existed" if topic_existed else "created")
+        for step in made:
+            action = "already existed" if before.get(step.step) else "created"
+            yield Outcome("subscription", step.info.path, f"{action} (priority {steps.span(step.step)})")
 
     def _subscription_outcome(self, spec: QueueSpec, path: str, before: object) -> Outcome:
         if before is None:
@@ -144,13 +177,24 @@ class QueueTools:
         own_path = self.admin.subscription_path(queue)
         on_topic = self.admin.topic_subscriptions(queue)
         topic_exists = bool(on_topic) or self.admin.topic_exists(queue)
+        steps = _steps_of(subscription)
+        step_paths = tuple(path for step in (steps.values[1:] if steps else ())
+                           for path in (self.admin.step_path(queue, step),
+                                        self.admin.step_topic_path(queue, step)))
         return DeletePlan(queue, own_path if subscription is not None else None,
                           self.admin.topic_path(queue) if topic_exists else None,
-                          tuple(path for path in on_topic if path != own_path))
+                          tuple(path for path in on_topic if path != own_path), step_paths)
 
     def delete(self, plan: DeletePlan) -> list[Outcome]:
         """Delete the subscription, then the topic unless other subscriptions use it."""
         outcomes: list[Outcome] = []
+        for path in plan.step_paths:
+            kind = "subscription" if "/subscriptions/" in path else "topic"
+            if kind == "subscription":
+                self.admin.delete_subscription(path)
+            else:
+                self.admin.delete_topic(path)
+            outcomes.append(Outcome(kind, path, "deleted"))
         if plan.subscription_path:
             self.admin.delete_subscription(plan.subscription_path)
             outcomes.append(Outcome("subscription", plan.subscription_path, "deleted"))
@@ -161,6 +205,12 @@ class QueueTools:
             self.admin.delete_topic(plan.topic_path)
             outcomes.append(Outcome("topic", plan.topic_path, "deleted"))
         return outcomes
+
+
+def _steps_of(subscription: object) -> priorities.Steps | None:
+    """The priority steps a queue's own subscription is labelled with (None: no priorities)."""
+    labels = getattr(subscription, "labels", None) or {}
+    return priorities.Steps.from_label(labels.get(STEPS_LABEL, ""))
 
 
 def _clients(to: endpoint.Endpoint) -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:

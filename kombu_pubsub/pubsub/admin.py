@@ -28,6 +28,8 @@ T = TypeVar("T")
 MORGUE_QUEUE = "morgue"
 #: What Pub/Sub shows as the topic of a subscription whose topic was deleted.
 DETACHED_TOPIC = "_deleted-topic_"
+#: The label on the topic and subscription named as a queue with priorities: its steps.
+STEPS_LABEL = "kombu_pubsub_priority_steps"
 #: Purge pulls in batches of this many (Pub/Sub's max per pull is 1000).
 PURGE_BATCH = 1000
 
@@ -43,6 +45,11 @@ class SubscriptionInfo:
     created: bool = dataclasses.field(default=False, compare=False)
     #: Its labels as Pub/Sub returned them (temporary queues carry their owner's; see temporary.py).
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def steps_label(self) -> str:
+        """Its priority steps label ('' for none): set on a queue with priorities (priorities.py)."""
+        return _steps_label(self.labels)
 
 
 class Admin:
@@ -66,9 +73,18 @@ class Admin:
     def subscription_path(self, name: str) -> str:
         return naming.subscription_path(self.project, name)
 
-    def ensure_topic(self, name: str, labels: Mapping[str, str] | None = None) -> str:
-        """Make sure the topic for `name` exists (created with `labels`); return its path."""
-        path = self.topic_path(name)
+    def step_path(self, name: str, step: int) -> str:
+        """The subscription path of priority step `step` of queue `name` (step 0: the queue's own)."""
+        return f"projects/{self.project}/subscriptions/{naming.step_resource_id(name, step)}"
+
+    def step_topic_path(self, name: str, step: int) -> str:
+        """The topic path of priority step `step` of queue `name` (step 0: the queue's own)."""
+        return f"projects/{self.project}/topics/{naming.step_resource_id(name, step)}"
+
+    def ensure_topic(self, name: str, step: int = 0, labels: Mapping[str, str] | None = None) -> str:
+        """Make sure the topic for `name` (its priority step `step`) exists; return its path.
+        `labels` are given to a topic this call creates."""
+        path = self.step_topic_path(name, step)
         if not self.options.create_missing:
             try:
                 rpc.call(self._publisher.get_topic, f"looking up topic {path!r}", self._budget, topic=path)
@@ -87,15 +103,18 @@ class Admin:
             pass
         return path
 
-    def ensure_subscription(self, name: str, topic_name: str, *, temporary: bool,
+    def ensure_subscription(self, name: str, topic_name: str, *, temporary: bool, step: int = 0,
                             labels: Mapping[str, str] | None = None) -> SubscriptionInfo:
         """Make sure subscription `name` on topic `topic_name` exists; return what it is.
 
+        `step` makes the topic and subscription of one priority step of queue `name`.
         `labels` go on what this call creates: the subscription, and the topic when
-        it is the queue's own (an exchange's topic is shared, so it gets none).
+        it is the queue's own (an exchange's topic is shared, so it gets none): a
+        temporary queue's owner (temporary.py), a queue's priority steps
+        (priorities.py). An existing subscription is returned as it is, with its labels.
         """
-        topic_path = self.ensure_topic(topic_name, labels if topic_name == name else None)
-        path = self.subscription_path(name)
+        topic_path = self.ensure_topic(topic_name, step, labels if topic_name == name else None)
+        path = self.step_path(name, step)
         if self.options.create_missing:
             fields = self._subscription_fields(path, topic_path, temporary)
             fields["labels"] = dict(labels or {})
@@ -121,8 +140,8 @@ class Admin:
         except gexc.NotFound:
             raise ResourceMissingError(
                 f"subscription {path!r} does not exist and create_missing is off; create it with "
-                f"'gcloud pubsub subscriptions create {naming.resource_id(name)} "
-                f"--topic {naming.resource_id(topic_name)} --project {self.project}' "
+                f"'gcloud pubsub subscriptions create {path.rsplit('/', 1)[-1]} "
+                f"--topic {topic_path.rsplit('/', 1)[-1]} --project {self.project}' "
                 "or 'celery pubsub provision'"
             ) from None
         if found.topic == DETACHED_TOPIC and self.options.create_missing:
@@ -130,7 +149,8 @@ class Admin:
             logger.warning("Subscription %r lost its topic (deleted); re-creating it. Messages "
                            "still on the old subscription are dropped with it.", path)
             self.delete_subscription(path)
-            return self.ensure_subscription(name, topic_name, temporary=temporary, labels=labels)
+            return self.ensure_subscription(name, topic_name, temporary=temporary, step=step,
+                                            labels=labels)
         return SubscriptionInfo(path, found.topic, float(found.ack_deadline_seconds),
                                 labels=dict(found.labels))
 
@@ -151,6 +171,15 @@ class Admin:
             "expiration_policy": expiration,
         }
 
+    def topic_steps_label(self, name: str) -> str:
+        """The priority steps label of the topic for `name` ('' when it has none or is absent)."""
+        try:
+            topic = rpc.call(self._publisher.get_topic, f"looking up topic for {name!r}",
+                             self._budget, topic=self.topic_path(name))
+        except gexc.NotFound:
+            return ""
+        return _steps_label(topic.labels)
+
     def topic_exists(self, name: str) -> bool:
         """Tell whether the topic for `name` exists."""
         try:
@@ -160,9 +189,10 @@ class Admin:
             return False
         return True
 
-    def find_subscription(self, name: str) -> pubsub_v1.types.Subscription | None:
-        """The subscription behind queue `name` as Pub/Sub describes it, or None if it is absent."""
-        path = self.subscription_path(name)
+    def find_subscription(self, name: str, step: int = 0) -> pubsub_v1.types.Subscription | None:
+        """The subscription behind queue `name` (or its priority step `step`) as Pub/Sub
+        describes it, or None if it is absent."""
+        path = self.step_path(name, step)
         try:
             return rpc.call(self._subscriber.get_subscription, f"looking up subscription {path!r}",
                             self._budget, subscription=path)
@@ -245,6 +275,10 @@ class Admin:
             rpc.call(self._subscriber.acknowledge, f"purging {subscription_path!r}",
                      self._budget, subscription=subscription_path, ack_ids=ack_ids)
             removed += len(ack_ids)
+
+
+def _steps_label(labels: Any) -> str:
+    return (labels or {}).get(STEPS_LABEL, "")
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

@@ -6,7 +6,8 @@ E2E_LOG (a file each task execution appends a line to), E2E_ACKS_LATE,
 E2E_TRANSPORT_OPTIONS (JSON), E2E_RESULT_BACKEND (Celery's result_backend, none
 by default), E2E_PREFETCH, E2E_WORKER_LOST_WAIT (Celery's
 worker_lost_wait, default 10 s), E2E_RETRY_DELAY (seconds between `flaky`'s runs,
-default 1.5), E2E_LOG_NAMES=1 (worker log lines name their logger).
+default 1.5), E2E_LOG_NAMES=1 (worker log lines name their logger), E2E_MAX_PRIORITY
+(Celery's task_queue_max_priority; unset: queues without priorities).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ app.conf.update(
     broker_transport_options=json.loads(os.environ.get("E2E_TRANSPORT_OPTIONS", "{}")),
     result_backend=os.environ.get("E2E_RESULT_BACKEND") or None,
     broker_connection_retry_on_startup=True,
+    task_queue_max_priority=int(os.environ.get("E2E_MAX_PRIORITY", "0")) or None,
     worker_hijack_root_logger=True,
 )
 if os.environ.get("E2E_LOG_NAMES") == "1":

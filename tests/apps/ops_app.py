@@ -2,7 +2,8 @@
 
 Routes to queues three ways (default queue, task_queues, task_routes) and has a
 router function and a broadcast queue, which the commands cannot resolve.
-Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID, OPS_TRANSPORT_OPTIONS (JSON).
+Configured from the environment: PUBSUB_JOB_QUEUE_PROJECT_ID, OPS_TRANSPORT_OPTIONS (JSON),
+OPS_MAX_PRIORITY (Celery's task_queue_max_priority; unset: no priorities).
 """
 
 from __future__ import annotations
@@ -30,4 +31,5 @@ app.conf.update(
     task_queues=[Queue("default"), Queue("reports"), Broadcast("ops_broadcast", queue="ops_broadcast")],
     task_routes=[route_by_size, {"ops.bill": {"queue": "billing"}, "ops.mail.*": "mail"}],
     broker_transport_options=json.loads(os.environ.get("OPS_TRANSPORT_OPTIONS", "{}")),
+    task_queue_max_priority=int(os.environ.get("OPS_MAX_PRIORITY", "0")) or None,
 )

@@ -148,3 +148,29 @@ def test_delete_asks_first_removes_the_queue_and_guards_the_morgue(
     forced = celery(env, "delete", "morgue", "--yes", "--force")
     assert forced.returncode == 0, forced.stderr
     assert gone(subscriber_client.get_subscription, subscription=morgue)
+
+
+def test_a_queue_with_priorities_is_provisioned_shown_and_deleted_step_by_step(
+        env, project, subscriber_client):
+    env = dict(env, OPS_MAX_PRIORITY="9")
+    made = celery(env, "provision", "--queue", "urgent")
+    assert made.returncode == 0, made.stderr
+    assert "subscriptions/urgent~p9: created (priority 9)" in made.stdout
+    assert "subscriptions/urgent: created (priority 0-2)" in made.stdout
+    morgue = subscriber_client.get_subscription(subscription=f"projects/{project}/subscriptions/morgue")
+    assert not morgue.filter  # the morgue never has priorities
+
+    shown = celery(env, "queues", "--queue", "urgent")
+    assert shown.returncode == 0, shown.stderr
+    lines = [line.split() for line in shown.stdout.splitlines() if line.startswith("urgent ")]
+    assert [(cells[2], cells[4]) for cells in lines] == [
+        ("9]", "urgent~p9"), ("6-8]", "urgent~p6"), ("3-5]", "urgent~p3"), ("0-2]", "urgent")]
+    assert "urgent differs" not in shown.stdout
+
+    deleted = celery(env, "delete", "urgent", "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    for subscription in ["urgent", "urgent~p3", "urgent~p6", "urgent~p9"]:
+        with pytest.raises(gexc.NotFound):
+            subscriber_client.get_subscription(
+                subscription=f"projects/{project}/subscriptions/{subscription}")
+    assert "topic projects/" in deleted.stdout and "urgent: deleted" in deleted.stdout

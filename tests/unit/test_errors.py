@@ -13,6 +13,7 @@ from kombu_pubsub.errors import (
     AccessDeniedError,
     BrokerUnavailableError,
     PublishError,
+    QueueMismatchError,
     RequestError,
     as_kombu_error,
     is_transient,
@@ -40,7 +41,7 @@ def test_celery_reconnects_on_unavailability_but_not_on_refusals():
     assert issubclass(BrokerUnavailableError, transport.recoverable_connection_errors)
     assert not issubclass(PublishError, transport.connection_errors)
     assert not issubclass(PublishError, transport.recoverable_connection_errors)
-    for refusal in (AccessDeniedError, RequestError):
+    for refusal in (AccessDeniedError, RequestError, QueueMismatchError):
         assert issubclass(refusal, transport.channel_errors)
         assert not issubclass(refusal, transport.connection_errors)
 

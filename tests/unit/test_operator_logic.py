@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from unittest import mock
 
@@ -179,3 +180,21 @@ def test_without_monitoring_permission_the_error_names_the_role():
     backlog = read_backlog("proj", client)
     assert backlog.describe("default") == "unknown"
     assert "roles/monitoring.viewer" in backlog.error and "proj" in backlog.error
+
+
+def test_an_apps_queues_carry_their_max_priority_as_celery_declares_them():
+    found = app_queues(make_app(task_default_queue="d", task_queue_max_priority=9,
+                                task_queues=[Queue("d"), Queue("low", max_priority=3),
+                                             Queue("arg", queue_arguments={"x-max-priority": 5})]),
+                       ("extra",))
+    assert {spec.name: spec.max_priority for spec in found.specs} == {
+        "d": 9, "low": 3, "arg": 5, "extra": 9, "morgue": 0}
+    plain = app_queues(make_app(task_queues=[Queue("w")]))
+    assert {spec.max_priority for spec in plain.specs} == {0}
+
+
+def test_a_priority_steps_row_names_the_priorities_it_holds():
+    info = queue_info("jobs", "jobs~p6", "jobs", work_subscription(), True)
+    cells = row(dataclasses.replace(info, priorities="6-8"), Backlog({}, "n/a"))
+    assert cells[0] == "jobs [priority 6-8]" and cells[2] == "jobs~p6"
+    assert row(info, Backlog({}, "n/a"))[0] == "jobs"

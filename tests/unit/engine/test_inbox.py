@@ -103,3 +103,45 @@ def test_no_limit_means_no_window(inbox):
     window = Window(lambda: 0, inbox.ring_if_waiting)
     assert window.free() is None and window.can_take()
     assert window.wait_for_room(0.0)
+
+
+def ranked(window: Window, tag: int, rank: int, queue: str = "q") -> Delivery:
+    return Delivery(object(), window, queue, "projects/p/subscriptions/q", f"ack-{tag}",
+                    {"properties": {"delivery_tag": tag}}, rank)
+
+
+def test_a_queues_higher_priority_step_is_handed_over_first(inbox):
+    window = Window(lambda: 1, inbox.ring_if_waiting)
+    low, high, middle, high_later = (ranked(window, 1, 0), ranked(window, 2, 2), ranked(window, 3, 1),
+                                     ranked(window, 4, 2))
+    inbox.put_many([low, high, middle, high_later])
+    order = []
+    while (taken := inbox.take()) is not None:
+        window.handed(taken, held=True)
+        order.append(taken.tag)
+        window.settled(taken.tag)
+    assert order == [2, 4, 3, 1]  # highest step first; within a step, arrival order
+
+
+def test_priorities_order_one_queue_never_another_queues_older_messages(inbox):
+    window = Window(lambda: 0, inbox.ring_if_waiting)
+    other_queue = ranked(window, 1, 0, queue="plain")
+    low, high = ranked(window, 2, 0), ranked(window, 3, 3)
+    inbox.put_many([other_queue, low, high])
+    assert [inbox.take().tag for _ in range(3)] == [1, 3, 2]
+
+
+def test_a_step_counts_only_waiting_messages_of_its_rank_or_higher_plus_its_lookahead(inbox):
+    window = Window(lambda: 2, inbox.ring_if_waiting)
+    inbox.put_many([ranked(window, 1, 0), ranked(window, 2, 0), ranked(window, 3, 2)])
+    assert window.free() == -1                        # a plain queue's room: unchanged
+    assert window.free(rank=0, lookahead=1) == 0      # the lowest step counts everything
+    assert window.free(rank=1, lookahead=1) == 2      # lower steps waiting do not count
+    assert window.free(rank=2, lookahead=1) == 2
+    assert window.free(rank=3, lookahead=1) == 3
+    taken = inbox.take()
+    assert taken.tag == 3
+    window.handed(taken, held=True)
+    assert window.free(rank=2, lookahead=1) == 2      # now with Celery instead of waiting
+    assert [item.tag for item in inbox.remove(lambda item: True)] == [1, 2]
+    assert window.free(rank=0, lookahead=1) == 2

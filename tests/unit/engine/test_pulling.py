@@ -3,6 +3,7 @@ cancel their pull when their consumer goes."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -138,3 +139,74 @@ def test_a_pull_that_fails_on_this_side_reconnects_and_one_refused_by_pubsub_say
     assert other.step() is False
     with pytest.raises(AccessDeniedError, match="roles/pubsub.subscriber"):
         engine.inbox.take()
+
+
+def steps_of(engine, limit=1, ranks=(0, 1, 2)):
+    """Consumers of one queue's priority steps, lowest first, sharing one window."""
+    consumers = [consumer_for(engine, limit=limit, queue="jobs") for _ in ranks]
+    for consumer, rank in zip(consumers, ranks, strict=True):
+        consumer.window, consumer.rank, consumer.ranked = consumers[0].window, rank, True
+        consumer.subscription = dataclasses.replace(
+            consumer.subscription, path=f"{consumer.subscription.path}~p{rank}")
+    return consumers
+
+
+def test_lower_steps_waiting_never_stop_a_higher_step_from_pulling(engine, pulls):
+    low, middle, high = steps_of(engine, limit=1)
+    low_puller, middle_puller, high_puller = (consume(engine, c) for c in (low, middle, high))
+    pulls.answer([received("low", envelope())])
+    low_puller.step()
+    pulls.answer([received("middle", envelope())])
+    middle_puller.step()
+    lookahead = pulling.LOOKAHEAD
+    assert low.window.free(low.rank, 0) == -1  # the lowest step counts every waiting message
+    assert high.window.free(high.rank, high.lookahead) == 1 + lookahead  # the highest none below
+    pulls.answer([received("high", envelope())])
+    high_puller.step()
+    assert [engine.inbox.take().ack_id for _ in range(3)] == ["high", "middle", "low"]
+
+
+def test_the_best_message_is_waiting_when_celery_makes_room(engine, pulls):
+    # Prefetch 1 with late acks: Celery holds one message while the highest step's next
+    # one is already pulled, so the ack hands it over instead of a lower step's.
+    low, high = steps_of(engine, limit=1, ranks=(0, 1))
+    low_puller, high_puller = consume(engine, low), consume(engine, high)
+    pulls.answer([received("low", envelope())])
+    low_puller.step()
+    pulls.answer([received("high-1", envelope())])
+    high_puller.step()
+    first = engine.inbox.take()
+    assert first.ack_id == "high-1"
+    first.window.handed(first, held=True)
+    assert high.window.free(high.rank, high.lookahead) == pulling.LOOKAHEAD  # room ahead
+    pulls.answer([received("high-2", envelope())])
+    high_puller.step()
+    first.window.settled(first.tag)
+    assert engine.inbox.take().ack_id == "high-2"
+
+
+def test_a_queue_without_priorities_keeps_its_window_exact(engine, pulls):
+    consumer = consumer_for(engine, limit=1)
+    puller = consume(engine, consumer)
+    pulls.answer([received("a", envelope())])
+    puller.step()
+    assert consumer.lookahead == 0 and consumer.window.free() == 0
+    assert puller.name == "kombu-pubsub-puller-jobs"
+
+
+def test_a_step_waits_while_a_higher_step_brings_messages_and_pulls_once_it_comes_back_empty(
+        engine, pulls, monkeypatch):
+    low, high = steps_of(engine, limit=4, ranks=(0, 1))
+    low_puller, high_puller = consume(engine, low), consume(engine, high)
+    paused = []
+    monkeypatch.setattr(low.window, "pause", paused.append)
+    pulls.answer([received("high-1", envelope())])
+    high_puller.step()
+    low_puller.step()
+    assert paused and [call.subscription_path for call in pulls.calls] == [high.subscription.path]
+    pulls.answer([])  # the higher step is empty now
+    high_puller.step()
+    pulls.answer([received("low-1", envelope())])
+    low_puller.step()
+    assert [call.subscription_path for call in pulls.calls][-1] == low.subscription.path
+    assert len(paused) == 1

@@ -174,15 +174,20 @@ def _cause(job: str, runs: list[Run], kills: list[Window], outages: list[Window]
 def _start_delays(sent: dict, runs_by_job: dict[str, list[Run]],
                   windows: list[Window]) -> dict[str, list[float]]:
     """Seconds from when each attempt was due (its ETA, else the send) to its first start,
-    split by whether that stretch overlapped a fault window."""
+    split by whether its message was waiting during a fault window (from the send, or from
+    the previous attempt's end for a retry, to the start): a countdown held by a killed
+    worker comes back only after an ack deadline, however far its ETA is from the kill."""
     spans = [(w.start, w.end or w.start) for w in windows]
     delays: dict[str, list[float]] = {"outside": [], "inside": []}
     for job, row in sent.items():
-        for attempt, run in _first_runs(runs_by_job.get(job, [])).items():
+        first = _first_runs(runs_by_job.get(job, []))
+        for attempt, run in first.items():
             due = run.eta if run.eta > 0 else row.time if attempt == 0 else 0.0
             if due <= 0:
                 continue
-            hit = any(start <= run.start and due <= end for start, end in spans)
+            previous = first.get(attempt - 1)
+            waiting_from = row.time if attempt == 0 else previous.end or previous.start if previous else due
+            hit = any(start <= run.start and waiting_from <= end for start, end in spans)
             delays["inside" if hit else "outside"].append(run.start - due)
     return delays
 

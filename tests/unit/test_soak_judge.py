@@ -117,3 +117,12 @@ def test_the_plan_is_the_same_for_the_same_seed_and_faults_stay_inside_the_load(
     jobs = [plan.job(settings, i) for i in range(settings.jobs)]
     assert all(job.due + job.countdown <= settings.duration for job in jobs if job.countdown)
     assert {job.outcome for job in jobs} == {plan.OK, plan.RETRY, plan.MORGUE}
+
+
+def test_a_countdown_waiting_across_a_kill_counts_inside_faults_even_when_due_after_it():
+    contents = Contents([sent("j0", at=100.0, eta=160.0)],
+                        [Run("j0", 0, 190.0, 160.0, "w0g2", "finish", 190.1)])
+    kill = Window(plan.KILL, 120.0, 125.0, "w0", nodes=["w0g1"])
+    figures = verdict(contents, windows=[kill])["figures"]
+    assert figures["start_delay_s"]["inside_faults"]["n"] == 1
+    assert figures["start_delay_s"]["outside_faults"]["n"] == 0

@@ -13,6 +13,8 @@ Scenarios (``--only``, repeatable, comma-separated or prefixes):
   crash               acks_late task, worker SIGKILLed mid-task; seconds until a fresh worker starts it
   many-queues         a worker on 1, 10, 50 queues: idle CPU and threads; tasks to random queues,
                       send→start p50/p99/max and tasks never started
+
+``python -m benchmarks soak [--help]`` is the chaos soak instead (benchmarks/soak/).
 """
 
 from __future__ import annotations
@@ -210,6 +212,11 @@ def _report_last(done: list[scenarios.Measurement]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        from .soak import cli
+
+        return cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
     tokens = selected(args.only)

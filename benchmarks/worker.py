@@ -29,11 +29,16 @@ class WorkerFailed(RuntimeError):
 
 
 class Worker:
-    """Context manager around ``celery -A benchmarks.bench_app worker``; always stopped on exit."""
+    """Context manager around ``celery -A APP worker`` (the bench app by default); always stopped on exit.
+
+    `app` must write BENCH_READY_FILE on worker_ready as ``benchmarks.bench_app`` does;
+    `extra_args` are added to the worker's command line.
+    """
 
     def __init__(self, workdir: Path, name: str, env: dict[str, str], queue: str,
                  pool: str, concurrency: int, loglevel: str = "WARNING", stop_grace: float = 15.0,
-                 count_received: bool = False) -> None:
+                 count_received: bool = False, app: str = "benchmarks.bench_app",
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.name = name
         self.ready_file = workdir / f"{name}.ready"
@@ -44,9 +49,9 @@ class Worker:
         if count_received:  # one write per message received: only where it is measured
             extra["BENCH_RECEIVED_FILE"] = str(self.received_file)
         self._env = child_env({**env, **extra})
-        self._argv = [sys.executable, "-m", "celery", "-A", "benchmarks.bench_app", "worker",
+        self._argv = [sys.executable, "-m", "celery", "-A", app, "worker",
                       "-Q", queue, "-P", pool, "-c", str(concurrency), "-n", f"{name}@%h",
-                      f"--loglevel={loglevel}"]
+                      f"--loglevel={loglevel}", *extra_args]
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop_grace = stop_grace
         self.started_wall = 0.0
@@ -78,6 +83,22 @@ class Worker:
             stop_process(self._proc, grace=self._stop_grace)
             self._proc = None
         return time.monotonic() - start
+
+    def warm_stop(self, grace: float) -> bool:
+        """SIGTERM (Celery's warm shutdown); SIGKILL the group after `grace` s. True if it ended in time."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return True
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(grace)
+            in_time = True
+        except ProcessLookupError:
+            in_time = True
+        except subprocess.TimeoutExpired:
+            in_time = False
+        stop_process(proc, grace=0.0, whole_group=True, sig=signal.SIGKILL)  # lingering pool children
+        return in_time
 
     def kill(self) -> float:
         """SIGKILL the worker and its pool at once (a crash: nothing is acked or released).

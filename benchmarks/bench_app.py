@@ -24,7 +24,6 @@ Celery defaults otherwise: early acks, default prefetch multiplier, no result ba
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import threading
@@ -36,6 +35,7 @@ from celery.signals import task_received, worker_ready
 
 from . import gcpubsub_compat
 from .procs import tree_cpu_seconds
+from .stats import eta_timestamp
 
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "pubsub://bench-local")
 QUEUE = os.environ.get("BENCH_QUEUE", "bench")
@@ -90,7 +90,7 @@ def record(sent: float = 0.0) -> None:
 def countdown(self: Any) -> None:
     """Note when it started and the ETA Celery gave it (``apply_async(countdown=...)``); 0 if none."""
     started = time.time()
-    _append(f"{started:.6f} {_timestamp(self.request.eta):.6f}\n")
+    _append(f"{started:.6f} {eta_timestamp(self.request.eta):.6f}\n")
 
 
 @app.task(name="bench.hold")
@@ -98,17 +98,6 @@ def hold() -> None:
     """Note when it started (sent time -1 marks it), then sleep BENCH_HOLD_SECONDS (crash redelivery)."""
     _append(f"{time.time():.6f} -1\n")
     time.sleep(HOLD_SECONDS)
-
-
-def _timestamp(eta: Any) -> float:
-    """A request's ``eta`` (ISO string or datetime; naive means UTC) as a Unix timestamp; 0.0 if none."""
-    if not eta:
-        return 0.0
-    if isinstance(eta, str):
-        eta = datetime.datetime.fromisoformat(eta)
-    if eta.tzinfo is None:
-        eta = eta.replace(tzinfo=datetime.UTC)
-    return eta.timestamp()
 
 
 @task_received.connect

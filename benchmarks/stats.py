@@ -1,10 +1,12 @@
-"""Small statistics helpers: summaries over repeats and latency percentiles."""
+"""Small statistics helpers: summaries over repeats, latency percentiles, ETA times."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -22,3 +24,14 @@ def summary(values: Sequence[float]) -> dict[str, float] | None:
     if not clean:
         return None
     return {"min": min(clean), "median": statistics.median(clean), "max": max(clean), "n": len(clean)}
+
+
+def eta_timestamp(eta: Any) -> float:
+    """A Celery request's ``eta`` (ISO string or datetime; naive: UTC) as a Unix timestamp, 0.0 if none."""
+    if not eta:
+        return 0.0
+    if isinstance(eta, str):
+        eta = datetime.datetime.fromisoformat(eta)
+    if eta.tzinfo is None:
+        eta = eta.replace(tzinfo=datetime.UTC)
+    return eta.timestamp()

@@ -14,7 +14,6 @@ failures past the last retry go to the morgue (``kombu_pubsub.morgue.install``).
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import time
@@ -25,6 +24,7 @@ from celery.signals import worker_ready
 
 import kombu_pubsub.morgue  # also registers pubsub://
 
+from ..stats import eta_timestamp
 from .ledger import Ledger
 from .plan import QUEUE
 
@@ -60,7 +60,8 @@ def job(self: Any, job_id: str, sleep: float = 0.0, failures: int = 0) -> None:
     """
     attempt = int(self.request.retries or 0)
     node = (self.request.hostname or "?").split("@")[0]  # the incarnation, e.g. w0g2
-    ledger.write("start", job_id, attempt, f"{time.time():.6f}", f"{eta_of(self.request.eta):.6f}", node)
+    eta = eta_timestamp(self.request.eta)
+    ledger.write("start", job_id, attempt, f"{time.time():.6f}", f"{eta:.6f}", node)
     time.sleep(sleep)
     if attempt < failures:
         if attempt < MAX_RETRIES:
@@ -69,17 +70,6 @@ def job(self: Any, job_id: str, sleep: float = 0.0, failures: int = 0) -> None:
         ledger.write("fail", job_id, attempt, f"{time.time():.6f}", node)
         raise JobError(f"job {job_id} failed its planned {failures} times")
     ledger.write("finish", job_id, attempt, f"{time.time():.6f}", node)
-
-
-def eta_of(eta: Any) -> float:
-    """A request's ``eta`` (ISO string or datetime; naive means UTC) as a Unix timestamp; 0.0 if none."""
-    if not eta:
-        return 0.0
-    if isinstance(eta, str):
-        eta = datetime.datetime.fromisoformat(eta)
-    if eta.tzinfo is None:
-        eta = eta.replace(tzinfo=datetime.UTC)
-    return eta.timestamp()
 
 
 @worker_ready.connect

@@ -145,9 +145,10 @@ class Engine:
                        if puller.consumer.window is window and puller.consumer.busy)
 
     def higher_busy(self, consumer: Consumer) -> bool:
-        """True while a higher priority step of the consumer's queue brought messages last time."""
+        """True while a higher priority step of the consumer's queue brought messages last time,
+        or its first pull has not come back yet."""
         with self._lock:
-            return any(other.consumer.busy and other.consumer.ranked
+            return any((other.consumer.busy or other.consumer.probing) and other.consumer.ranked
                        and other.consumer.rank > consumer.rank
                        and other.consumer.queue == consumer.queue
                        and other.consumer.window is consumer.window

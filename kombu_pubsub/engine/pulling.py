@@ -68,6 +68,9 @@ ROOM_RECHECK = 1.0
 #: Messages a queue with priorities may keep waiting beyond its channel's window, so that the
 #: best one is already in the inbox when Celery makes room (see the module docstring).
 LOOKAHEAD = 1
+#: The first pull of a priority step waits this long at most, seconds: lower steps wait for
+#: it, so an empty higher step delays them this much once, when consuming starts.
+PROBE_TIMEOUT = 0.5
 
 #: Start a pull: (subscription path, max messages, timeout seconds) → a pull in flight.
 StartPull = Callable[[str, int, float], PullCall]
@@ -96,6 +99,10 @@ class Consumer:
     ranked: bool = False
     """True for a step of a queue with priorities: its puller counts only waiting messages of
     its rank or higher, and LOOKAHEAD more may wait (see the module docstring)."""
+    probing: bool = True
+    """Until its first pull came back: a step of a queue with priorities then counts as busy
+    (lower steps wait for it) and pulls for PROBE_TIMEOUT only, so the steps' first pulls do
+    not race and a lower step's message never starts before a higher one's that was waiting."""
 
     @property
     def lookahead(self) -> int:
@@ -162,7 +169,9 @@ class Puller(EngineThread):
         with self._lock:
             if self.stopped:
                 return False
-            call = self._call = self._start_pull(self.consumer.subscription.path, ask, self._pull_timeout)
+            probing = consumer.ranked and consumer.probing
+            timeout = min(PROBE_TIMEOUT, self._pull_timeout) if probing else self._pull_timeout
+            call = self._call = self._start_pull(consumer.subscription.path, ask, timeout)
         try:
             received = call.received()
         except Exception as exc:  # noqa: BLE001 - classified in _failed
@@ -174,7 +183,8 @@ class Puller(EngineThread):
             return not self.stopped
         self._failing_since = None
         was_busy, self.consumer.busy = self.consumer.busy, len(received)
-        if was_busy and not received and self.consumer.ranked:
+        consumer.probing = False
+        if (was_busy or probing) and not received and self.consumer.ranked:
             self.consumer.window.wake()  # lower steps held back for this one may pull now
         if received:
             logger.debug("Pulled %d message(s) from %r.", len(received), self.consumer.queue)

@@ -82,6 +82,7 @@ class FakePulls:
 
     def __call__(self, subscription_path: str, max_messages: int, timeout: float) -> FakeCall:
         call = FakeCall(subscription_path, max_messages)
+        call.timeout = timeout
         if self.answers:
             call.messages, call.error, call.while_waiting = self.answers.pop(0)
         self.calls.append(call)

@@ -141,11 +141,13 @@ def test_a_pull_that_fails_on_this_side_reconnects_and_one_refused_by_pubsub_say
         engine.inbox.take()
 
 
-def steps_of(engine, limit=1, ranks=(0, 1, 2)):
-    """Consumers of one queue's priority steps, lowest first, sharing one window."""
+def steps_of(engine, limit=1, ranks=(0, 1, 2), probed=True):
+    """Consumers of one queue's priority steps, lowest first, sharing one window; `probed`:
+    each has had its first pull (what most tests look at: consuming in full swing)."""
     consumers = [consumer_for(engine, limit=limit, queue="jobs") for _ in ranks]
     for consumer, rank in zip(consumers, ranks, strict=True):
         consumer.window, consumer.rank, consumer.ranked = consumers[0].window, rank, True
+        consumer.probing = not probed
         consumer.subscription = dataclasses.replace(
             consumer.subscription, path=f"{consumer.subscription.path}~p{rank}")
     return consumers
@@ -210,3 +212,35 @@ def test_a_step_waits_while_a_higher_step_brings_messages_and_pulls_once_it_come
     low_puller.step()
     assert [call.subscription_path for call in pulls.calls][-1] == low.subscription.path
     assert len(paused) == 1
+
+
+def test_when_consuming_starts_lower_steps_wait_for_each_higher_steps_first_short_pull(
+        engine, pulls):
+    low, high = steps_of(engine, limit=4, ranks=(0, 1), probed=False)
+    low_puller, high_puller = consume(engine, low), consume(engine, high)
+    # The steps' first pulls do not race: the lower one waits for the higher one's.
+    assert engine.higher_busy(low) and not engine.higher_busy(high)
+    pulls.answer([])  # the higher step is empty
+    high_puller.step()
+    assert pulls.calls[-1].timeout == pulling.PROBE_TIMEOUT  # a short first pull
+    assert not engine.higher_busy(low)
+    pulls.answer([received("low", envelope())])
+    low_puller.step()
+    assert pulls.calls[-1].timeout == pulling.PROBE_TIMEOUT
+    # Afterwards each waits on the server as long as any pull does.
+    pulls.answer([])
+    high_puller.step()
+    assert pulls.calls[-1].timeout > pulling.PROBE_TIMEOUT
+
+
+def test_a_higher_step_that_has_messages_at_start_hands_them_over_first(engine, pulls):
+    low, high = steps_of(engine, limit=4, ranks=(0, 1), probed=False)
+    low_puller, high_puller = consume(engine, low), consume(engine, high)
+    pulls.answer([received("high", envelope())])
+    high_puller.step()
+    assert engine.higher_busy(low)  # it brought messages: lower steps keep waiting
+    pulls.answer([])
+    high_puller.step()
+    pulls.answer([received("low", envelope())])
+    low_puller.step()
+    assert [engine.inbox.take().ack_id for _ in range(2)] == ["high", "low"]

@@ -129,7 +129,12 @@ class Transport(virtual.Transport):
         self.project = address.project
         #: The Pub/Sub API every client of this connection calls.
         self.endpoint = endpoint.resolve(address.target, self.options)
-        self._probe_timeout = float(getattr(client, "connect_timeout", None) or PROBE_TIMEOUT)
+        # With alternates a connect waits at most connect_timeout, then moves on; with one
+        # endpoint it waits out an outage shorter than rpc_timeout, as a publish does (a
+        # retry published in a short outage must not fail at connect: Celery would reject it).
+        alternates = len(getattr(client, "alt", None) or ()) > 1
+        self._probe_timeout = (float(getattr(client, "connect_timeout", None) or PROBE_TIMEOUT)
+                               if alternates else None)
         self.stats = Stats()
         self._pid = os.getpid()  # a forked child's copy is not its to close at exit
         live_transports.add(self)
@@ -253,8 +258,9 @@ class Transport(virtual.Transport):
 
     def _check_reachable(self, parts: _Parts) -> None:
         """Connect only once Pub/Sub answers: on a process's first connection to the endpoint,
-        and after it failed to answer (one GetTopic RPC, waiting at most the connection's
-        connect_timeout; any answer counts, even NotFound or PermissionDenied).
+        and after it failed to answer (one GetTopic RPC; any answer counts, even NotFound or
+        PermissionDenied). It waits at most the connection's connect_timeout when the URL
+        lists alternates to move on to, else what is left of rpc_timeout.
 
         Creating the clients makes no RPC: without this check a connect always
         succeeds, and with Pub/Sub down a worker would retry its first heartbeat
@@ -266,7 +272,8 @@ class Transport(virtual.Transport):
         try:
             parts.publisher_client.get_topic(
                 request={"topic": f"projects/{self.project}/topics/{MORGUE_QUEUE}"},
-                retry=None, timeout=min(self._probe_timeout, parts.budget.deadline()))
+                retry=None, timeout=parts.budget.deadline() if self._probe_timeout is None
+                else min(self._probe_timeout, parts.budget.deadline()))
         except gexc.GoogleAPICallError as exc:
             if is_transient(exc):
                 parts.budget.failed(started)

@@ -140,3 +140,31 @@ def test_a_publish_while_pubsub_stops_answering_raises_publish_error_within_the_
     # The publish's own error, not one from a probe made after it failed.
     assert type(caught.value) is PublishError and "rpc_timeout" in str(caught.value)
     assert elapsed < 2 + 1.5, elapsed
+
+
+def test_a_new_connection_in_an_outage_shorter_than_the_publish_timeout_waits_and_publishes(
+        private_emulator):
+    # What a task's retry does (Celery rejects the task when the retry cannot be sent):
+    # a fresh connection, after this process saw Pub/Sub fail, publishing with retry=True.
+    import threading
+
+    from kombu import Producer
+
+    project = "test-outage"
+    with Connection(f"pubsub://{project}", transport_options={"rpc_timeout": 1}) as connection:
+        queue = connection.SimpleQueue("retries")
+        queue.put({"n": 0})
+        private_emulator.pause()
+        with pytest.raises(PublishError):
+            queue.put({"n": 1})  # this process now knows Pub/Sub is failing
+        resume = threading.Timer(6.0, private_emulator.resume)  # longer than connect_timeout
+        resume.start()
+        started = time.monotonic()
+        with Connection(f"pubsub://{project}", transport_options={"rpc_timeout": 20}) as fresh:
+            Producer(fresh).publish({"n": 2}, routing_key="retries", retry=True, serializer="json")
+        elapsed = time.monotonic() - started
+        resume.join()
+        got = sorted(queue.get(timeout=10).payload["n"] for _ in range(2))
+        queue.close()
+    assert 5 < elapsed < 20, elapsed
+    assert got == [0, 2]

@@ -135,12 +135,20 @@ class Producer:
                       f"{t0:.6f}"]
         self._env = child_env(env)
         self._log = workdir / "producer.log"
-        self._lock = threading.Lock()  # guards proc and restarts
+        self._lock = threading.Lock()  # guards proc, restarts and _killed
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        # Set by kill() until the fault starts it again: its exit is no error to restart on
+        # (two producers would send the same jobs).
+        self._killed = False
 
     def start(self) -> None:
-        with self._lock, open(self._log, "ab") as log:
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        self._killed = False
+        with open(self._log, "ab") as log:
             self.proc = subprocess.Popen(self._argv, cwd=REPO_ROOT, env=self._env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
@@ -148,6 +156,7 @@ class Producer:
     def kill(self) -> float:
         with self._lock:
             proc = self.proc
+            self._killed = True
         killed = time.time()
         if proc is not None:
             stop_process(proc, grace=0.0, whole_group=True, sig=signal.SIGKILL)
@@ -157,11 +166,11 @@ class Producer:
         """Start it again if it exited with an error (not a fault's doing); True if so."""
         with self._lock:
             proc = self.proc
-        if proc is not None and proc.poll() not in (None, 0):
+            if self._killed or proc is None or proc.poll() in (None, 0):
+                return False
             self.restarts += 1
-            self.start()
+            self._start_locked()
             return True
-        return False
 
     def finished(self) -> bool:
         with self._lock:

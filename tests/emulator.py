@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 START_TIMEOUT = 60.0
@@ -30,26 +31,57 @@ class Emulator:
     """One `gcloud beta emulators pubsub start` process on a local port."""
 
     def __init__(self, port: int | None = None) -> None:
+        self._port_chosen_here = port is None
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Emulator:
+        """Start the emulator and wait until *it* listens.
+
+        Another process may take the port between free_port() and the emulator's bind
+        (the suite runs in several processes, each starting emulators); the emulator
+        then logs a BindException and keeps running while the other process answers on
+        the port. So readiness is read from this emulator's own log, and a port picked
+        here is picked again after a lost race.
+        """
         gcloud = shutil.which("gcloud")
         if gcloud is None:
             raise RuntimeError(
                 "no Pub/Sub emulator: set PUBSUB_EMULATOR_HOST to a running one, or install the "
                 "Google Cloud CLI with 'gcloud components install pubsub-emulator' (Java 17+ needed)")
+        for _ in range(5):
+            if self._start_once(gcloud):
+                return self
+            if not self._port_chosen_here:
+                raise RuntimeError(f"the Pub/Sub emulator cannot listen on {self.host}: port taken")
+            self.port = free_port()
+            self.host = f"127.0.0.1:{self.port}"
+        raise RuntimeError("the Pub/Sub emulator lost the race for a free port five times")
+
+    def _start_once(self, gcloud: str) -> bool:
+        """Start one emulator process: True once it listens, False if its port was taken."""
+        log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={self.host}", "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
-        while not port_open("127.0.0.1", self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the Pub/Sub emulator did not start on {self.host}")
-            time.sleep(0.2)
-        return self
+        try:
+            while True:
+                log.seek(0)
+                output = log.read().decode(errors="replace")
+                if f"listening on {self.port}" in output:
+                    return True
+                if "BindException" in output:
+                    self.stop(wait_for_port=False)
+                    return False
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop(wait_for_port=False)
+                    raise RuntimeError(
+                        f"the Pub/Sub emulator did not start on {self.host}:\n{output[-2000:]}")
+                time.sleep(0.2)
+        finally:
+            log.close()
 
     def pause(self) -> None:
         """Make Pub/Sub unreachable without losing its state (SIGSTOP the emulator's processes)."""
@@ -65,7 +97,7 @@ class Emulator:
             except ProcessLookupError:
                 pass
 
-    def stop(self) -> None:
+    def stop(self, wait_for_port: bool = True) -> None:
         if self.process is None:
             return
         try:
@@ -77,6 +109,8 @@ class Emulator:
             except ProcessLookupError:
                 pass
         self.process = None
+        if not wait_for_port:
+            return
         deadline = time.monotonic() + 10
         while port_open("127.0.0.1", self.port) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from ..report import git_info
 from . import plan, report, runner
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "soak.json"
@@ -75,7 +77,10 @@ def main(argv: list[str]) -> int:
                                 loglevel=args.worker_loglevel)
     failed = True
     try:
+        started = datetime.datetime.now(datetime.UTC)
         result = runner.run(settings, options)
+        result["git"] = git_info()
+        result["date"] = started.strftime("%Y-%m-%d %H:%M UTC")
         failed = bool(result["failed"])
         report.write_json(args.output, result)
         print(report.text(result))

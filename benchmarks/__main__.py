@@ -33,6 +33,8 @@ from .pubsub_raw import Raw
 from .systems import CEILING, ENQUEUE_MODES, SYSTEMS, Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Where a full run writes its figures: the documentation shows them from there.
+DOCS_RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
 def parse_pools(text: str) -> tuple[tuple[str, int], ...]:
@@ -84,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "latency uses the first")
     parser.add_argument("--worker-loglevel", help="celery worker --loglevel (default WARNING)")
     parser.add_argument("--output", type=Path,
-                        help="results JSON (default results/latest.json, or results/smoke.json with --smoke)")
+                        help="results JSON (default docs/results/benchmarks.json, with its .md table "
+                             "and .png chart next to it; benchmarks/results/smoke.json with --smoke)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the work dir with worker/producer logs")
     return parser
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     system_keys = {key.strip() for key in args.systems.split(",") if key.strip()}
     if not system_keys or not system_keys <= {system.key for system in SYSTEMS}:
         raise SystemExit(f"--systems takes kombu_pubsub and/or gcpubsub, not {args.systems!r}")
-    output = args.output or RESULTS_DIR / ("smoke.json" if args.smoke else "latest.json")
+    output = args.output or (RESULTS_DIR / "smoke.json" if args.smoke else DOCS_RESULTS / "benchmarks.json")
     workdir = Path(tempfile.mkdtemp(prefix="bench-run-"))
     measurements: list[scenarios.Measurement] = []
     try:
@@ -244,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": settings.to_json(), "environment": meta, "summary": rows, "targets": goals,
         "measurements": [m.__dict__ for m in measurements], "markdown": table,
     })
+    output.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     print(table)
-    _log(f"results written to {output} in {meta['elapsed_s']}s")
+    _log(f"results written to {output} (table: {output.with_suffix('.md').name}) in {meta['elapsed_s']}s")
     picture = output.with_suffix(".png")
     if chart.write(rows, header, picture, log=_log):
         _log(f"chart written to {picture}")

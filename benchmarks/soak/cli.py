@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", type=float, default=60.0,
                         help="drain ends early when nothing started for this long, seconds (default 60)")
     parser.add_argument("--output", type=Path, default=RESULTS,
-                        help="result JSON (default benchmarks/results/soak.json; the PNG goes next to it)")
+                        help="result JSON (default benchmarks/results/soak.json; the .md report and the "
+                             "PNG timeline go next to it)")
     parser.add_argument("--worker-loglevel", default="WARNING")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work dir (kept anyway on failure)")
     return parser
@@ -83,6 +84,7 @@ def main(argv: list[str]) -> int:
         result["date"] = started.strftime("%Y-%m-%d %H:%M UTC")
         failed = bool(result["failed"])
         report.write_json(args.output, result)
+        args.output.with_suffix(".md").write_text(report.markdown(result), encoding="utf-8")
         print(report.text(result))
         runner.log(f"result written to {args.output}")
         picture = args.output.with_suffix(".png")

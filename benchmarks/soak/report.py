@@ -44,6 +44,49 @@ def text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The report as a Markdown section for the documentation, with the commit and date of the run."""
+    s, f = result["settings"], result["figures"]
+    pools = ", ".join(f"{pool} -c {concurrency}" for pool, concurrency in s["pools"])
+    git = result.get("git") or {}
+    faults = ", ".join(f"{f['faults'].get(kind, 0)} × {kind}" for kind in plan.FAULT_KINDS)
+    rows = [
+        ("jobs sent (`delay()` returned)", f"{f['sent']:,}"),
+        ("succeeded", f"{f['succeeded']:,}"),
+        ("in the morgue (all planned to fail for good)", f"{f['in_morgue']:,}"
+         + (f" ({f['unexpected_outcome']} with an outcome other than planned)" if f["unexpected_outcome"]
+            else "")),
+        ("**lost**", f"**{f['lost']}**"),
+        ("runs (every start of every attempt)", f"{f['runs']:,}"),
+        ("duplicates (runs beyond one per attempt)",
+         f"{f['duplicates']} {_causes(f['duplicates_by_cause'])}"),
+        ("**unexplained duplicates**", f"**{f['unexplained_duplicates']}**"),
+        ("countdowns sent; started before their ETA", f"{f['countdowns_sent']:,}; **{f['early_runs']}**"),
+        ("countdown lateness against the ETA", _spread(f["countdown_lateness_s"])),
+        ("start delay outside fault windows", _spread(f["start_delay_s"]["outside_faults"])),
+        ("start delay inside fault windows", _spread(f["start_delay_s"]["inside_faults"])),
+    ]
+    for slot, rss in result["rss"].items():
+        rows.append((f"RSS of worker {slot} (worker + pool), first → last minute",
+                     f"{rss['first_minute_mib']} → {rss['last_minute_mib']} MiB"
+                     + (f"; each process, at most {rss['peak_per_process_mib']} MiB, grew "
+                        f"{rss['largest_growth_mib']} MiB at most over its life"
+                        if "largest_growth_mib" in rss else "")))
+    lines = [
+        f"Soak {result.get('date', '')} at `{git.get('rev', '?')}`"
+        f"{' (uncommitted changes)' if git.get('dirty') else ''}: {s['rate']:g} jobs/s for "
+        f"{s['duration'] / 60:g} minutes, seed {s['seed']}, workers {pools} (`task_acks_late`, "
+        f"ack_deadline {s['ack_deadline']:g} s); faults: {faults}; drain: {result['drain']['how']} in "
+        f"{result['drain']['seconds']} s. Verdict: "
+        + ("**passed**." if not result["failed"] else "**failed**: " + "; ".join(result["failed"]) + "."),
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        *(f"| {name} | {value} |" for name, value in rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _causes(by_cause: dict[str, int]) -> str:
     order = [plan.KILL, plan.PRODUCER_KILL, plan.OUTAGE, "unexplained"]
     return "(" + ", ".join(f"{cause} {by_cause.get(cause, 0)}" for cause in order) + ")"

@@ -178,15 +178,31 @@ def _morgue_jobs(settings: plan.Settings) -> list[str]:
 
 
 def _rss_summary(samples: list[tuple[float, int, str, int]]) -> dict[str, dict[str, float | None]]:
-    """Per worker slot: mean RSS (MiB, worker plus pool) in the first and in the last minute."""
+    """Per worker slot: mean RSS (MiB, worker plus pool) in the first and in the last minute.
+
+    Workers are killed and restarted during a soak, so a slot's first and last minute
+    are often different processes. Each worker process (its own samples, named by the
+    third field) is also judged on its own: its peak, and how much it grew from its
+    second minute (past start-up) to its end.
+    """
     summary: dict[str, dict[str, float | None]] = {}
     for slot in sorted({sample[1] for sample in samples}):
         rows = [(at, kib) for at, s, _, kib in samples if s == slot]
         first_at, last_at = rows[0][0], rows[-1][0]
         first = [kib for at, kib in rows if at - first_at < 60]
         last = [kib for at, kib in rows if last_at - at < 60]
+        growth: list[float] = []
+        peaks: list[int] = []
+        for process in {sample[2] for sample in samples if sample[1] == slot}:
+            lived = [(at, kib) for at, s, p, kib in samples if s == slot and p == process]
+            peaks.append(max(kib for _, kib in lived))
+            settled = [kib for at, kib in lived if at - lived[0][0] >= 60]
+            if len(settled) >= 2:
+                growth.append(settled[-1] - min(settled))
         summary[f"w{slot}"] = {"first_minute_mib": round(sum(first) / len(first) / 1024, 1),
-                               "last_minute_mib": round(sum(last) / len(last) / 1024, 1)}
+                               "last_minute_mib": round(sum(last) / len(last) / 1024, 1),
+                               "peak_per_process_mib": round(max(peaks) / 1024, 1),
+                               "largest_growth_mib": round(max(growth, default=0) / 1024, 1)}
     return summary
 
 

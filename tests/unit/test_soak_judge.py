@@ -126,3 +126,30 @@ def test_a_countdown_waiting_across_a_kill_counts_inside_faults_even_when_due_af
     figures = verdict(contents, windows=[kill])["figures"]
     assert figures["start_delay_s"]["inside_faults"]["n"] == 1
     assert figures["start_delay_s"]["outside_faults"]["n"] == 0
+
+
+def test_memory_is_judged_per_worker_process_past_its_first_minute():
+    from benchmarks.soak.runner import _rss_summary
+
+    mib = 1024
+    samples = [(0.0, 0, "w0g1", 100 * mib), (60.0, 0, "w0g1", 150 * mib), (120.0, 0, "w0g1", 160 * mib),
+               # a restart: the new process starts small; it grows 5 MiB after its first minute
+               (130.0, 0, "w0g2", 90 * mib), (190.0, 0, "w0g2", 140 * mib), (250.0, 0, "w0g2", 145 * mib)]
+    summary = _rss_summary(samples)["w0"]
+    assert summary["peak_per_process_mib"] == 160.0
+    assert summary["largest_growth_mib"] == 10.0  # w0g1: 150 → 160 after its start-up minute
+
+
+def test_the_markdown_report_names_the_commit_and_shows_lost_early_and_unexplained():
+    from benchmarks.soak import report
+
+    contents = Contents([sent("j0"), sent("j1")], [Run("j0", 0, 101.0, 0.0, "w0g1", "finish", 101.5)])
+    result = {
+        **verdict(contents), "git": {"rev": "abc1234", "dirty": False}, "date": "2026-11-30 08:00 UTC",
+        "settings": {"rate": 20, "duration": 1800, "seed": 1, "pools": [["threads", 8]], "ack_deadline": 30},
+        "drain": {"how": "all settled", "seconds": 12.0},
+        "rss": {"w0": {"first_minute_mib": 100.0, "last_minute_mib": 101.0}},
+    }
+    text = report.markdown(result)
+    assert "at `abc1234`" in text and "30 minutes" in text
+    assert "| **lost** | **1** |" in text and "**failed**: 1 jobs lost" in text

@@ -7,6 +7,35 @@ import pytest
 
 from tests.emulator import Emulator, port_open
 
+# -- measured figures --------------------------------------------------------------------
+# Tests record what they measure with record_property(name, value). With
+# `--figures PATH` the session writes them as a Markdown table, with the commit and
+# the date, for the documentation to include (docs/results/guarantees.md).
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--figures", metavar="PATH", default=None,
+                     help="write the figures the passing tests recorded (record_property) to PATH "
+                          "as a Markdown table with the commit and date")
+
+
+_figures: list[tuple[str, str, object]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Runs where the reports arrive: in the one process, or in xdist's controller.
+    if report.when == "call" and report.passed:
+        _figures.extend((report.nodeid, name, value) for name, value in report.user_properties)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--figures")
+    if not path or hasattr(session.config, "workerinput"):  # xdist workers leave it to the controller
+        return
+    from tests.figures import write_markdown
+
+    write_markdown(path, _figures, session.config.invocation_params.args)
+
 
 @pytest.fixture(scope="session")
 def emulator_host() -> Iterator[str]:

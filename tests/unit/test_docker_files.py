@@ -320,12 +320,27 @@ def test_every_app_service_command_is_in_the_table() -> None:
 @pytest.mark.parametrize(
     ("source", "program"),
     [("compose:worker", "celery"), ("compose:spawner", "python"), ("compose:flower", "celery"),
-     ("compose:tests", "pytest"),
+     ("compose:tests", "ruff"),
      ("Dockerfile:CMD", "celery")],
 )
 def test_command_runs_the_expected_program(source: str, program: str) -> None:
     argv = command_argv(source)
     assert argv and argv[0] == program, argv
+
+
+def _steps(chain: str) -> list[str]:
+    """The programs of a `a && b && c` chain with their first argument, venv prefixes dropped."""
+    steps = []
+    for part in chain.split("&&"):
+        argv = shlex.split(part.strip().replace(".venv/bin/", ""))
+        steps.append(" ".join(argv[:2]))
+    return steps
+
+
+def test_the_compose_tests_command_runs_the_same_checks_as_ci():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()[-1]
+    wanted = [step for step in _steps(ci) if not step.startswith(("python3.11", "pip"))]
+    assert _steps(" ".join(command_argv("compose:tests"))) == wanted
 
 
 @pytest.mark.parametrize("source", ["compose:worker", "compose:spawner", "compose:flower",

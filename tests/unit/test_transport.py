@@ -30,7 +30,7 @@ def test_a_closed_transport_builds_nothing_again(transport):
     assert {"kombu-pubsub-settler", "kombu-pubsub-leaser", "kombu-pubsub-countdown"} <= set(engine_threads())
     transport.close_connection(None)
     assert set(engine_threads()) <= before
-    # Touching it again used to rebuild the clients and start threads nobody stopped.
+    # Touching it again must not rebuild the clients and start threads nobody stops.
     with pytest.raises(BrokerUnavailableError, match="closed"):
         _ = transport.engine
     with pytest.raises(BrokerUnavailableError, match="closed"):

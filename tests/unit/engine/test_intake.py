@@ -101,9 +101,8 @@ def test_a_countdown_deferred_many_times_is_republished_before_a_dead_letter_pol
 
 
 def test_a_held_countdown_stays_leased_until_celery_settles_it(engine, clock, subscriber):
-    # Held countdowns used to get a deadline just past their ETA and be renewed
-    # only if Celery had taken them by then: one still waiting behind a busy
-    # pool lapsed, and Pub/Sub delivered it again while the first copy ran.
+    # A held countdown stays leased while it waits behind a busy pool: were its
+    # deadline to lapse, Pub/Sub would deliver it again while the first copy ran.
     consumer = consumer_for(engine, limit=1)
     eta = clock.now() + datetime.timedelta(seconds=2)
     assert engine.intake.accept(consumer, [received("a", envelope(eta=eta), attempt=1)]) == []

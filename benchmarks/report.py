@@ -121,7 +121,8 @@ def _cell(fig: dict[str, float] | None, unit: str) -> str:
 
 def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any],
              target_rows: Sequence[dict[str, str]] = ()) -> str:
-    """The README tables: targets met/missed, then system, scenario, figure, ratio kombu_pubsub/gcpubsub."""
+    """The Markdown tables (docs/results/benchmarks.md): targets met/missed, then system,
+    scenario, figure, ratio kombu_pubsub/gcpubsub."""
     load = header.get("load_before"), header.get("load_after")
     lines = [
         f"Benchmark {header['date']} at `{header['git']['rev']}`"

@@ -100,7 +100,7 @@ class Settings:
     countdown_pool: tuple[str, int] = ("prefork", 2)
     # Celery ceiling: Kombu's memory transport sleeps polling_interval (default 1 s) whenever
     # Celery's prefetch window is full, which caps threads -c 8 at ~32 tasks/s; 1 ms removes
-    # that stall without a busy loop stealing a core from the pool (see the README).
+    # that stall without a busy loop stealing a core from the pool (see benchmarks/README.md).
     ceiling_polling_interval: float = 0.001
     # crash redelivery: a task runs CRASH_AFTER s on an acks_late worker, which is then SIGKILLed
     # with its pool; a fresh worker starts at once; give up CRASH_CAP s after the kill

@@ -57,7 +57,7 @@ def test_a_delay_over_many_hops_is_never_dead_lettered(start_worker, e2e_env, ta
 
 def test_pending_countdowns_survive_a_killed_worker(start_worker, e2e_env, task_log):
     # The emulator hands a message whose deadline ends to a pull that was outstanding
-    # when its client died, until that pull's timeout (README: emulator differences);
+    # when its client died, until that pull's timeout (docs: Emulator vs Google Cloud);
     # with pull_timeout=5 those pulls are gone before the first deferral ends (~10 s).
     options = {"pull_timeout": 5}
     first = start_worker("-c", "1", transport_options=options)

@@ -1,8 +1,8 @@
 """Reliability under faults and bad input, each with the figure it measures.
 
 Every test prints ``FIGURE name: value`` (see them with ``pytest -s``) and
-records the same with ``record_property`` (in ``--junitxml`` reports). The
-README's Guarantees table is filled from these.
+records the same with ``record_property``; ``pytest --figures PATH`` writes them
+for the guarantees page (docs/development.md says how).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ for i in range({count}):
 def test_two_hundred_countdowns_survive_a_killed_worker_and_none_runs_early(
         start_worker, e2e_env, task_log, record_property):
     # pull_timeout=5: the emulator may hand a message to a dead worker's outstanding
-    # pull until that pull times out (README: emulator differences).
+    # pull until that pull times out (docs: Emulator vs Google Cloud).
     options = {"pull_timeout": 5}
     first = start_worker("-c", "2", transport_options=options)
     sent = run_producer(e2e_env, SEND_COUNTDOWNS.format(count=200, first=12, step=0.2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import shutil
 import sys
 import tempfile
@@ -63,11 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "PNG timeline go next to it)")
     parser.add_argument("--worker-loglevel", default="WARNING")
     parser.add_argument("--keep-logs", action="store_true", help="keep the work dir (kept anyway on failure)")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="run nothing: write the text, Markdown and PNG reports of a result JSON "
+                             "again (e.g. after the report gained a figure)")
     return parser
+
+
+def render(path: Path) -> int:
+    """Write the reports of a finished run again from its JSON (nothing is measured)."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    result["rss"] = runner._rss_summary([tuple(sample) for sample in result["rss_samples"]])
+    report.write_json(path, result)
+    path.with_suffix(".md").write_text(report.markdown(result), encoding="utf-8")
+    print(report.text(result))
+    report.chart(result, path.with_suffix(".png"), log=runner.log)
+    return 1 if result["failed"] else 0
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.render:
+        return render(args.render)
     settings = plan.Settings(
         seed=args.seed, rate=args.rate, duration=args.duration, max_countdown=args.max_countdown,
         kill_every=args.kill_every, warm_stop_every=args.warm_stop_every, outage_every=args.outage_every,

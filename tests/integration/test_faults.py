@@ -94,13 +94,14 @@ for i in range({count}):
 
 def test_warm_shutdown_under_load_finishes_running_tasks_and_releases_prefetched_ones(
         start_worker, e2e_env, task_log, record_property):
-    # The leaving worker (prefork -c 1, prefetch 4) runs a 10 s task, so the tasks it
+    # The leaving worker (prefork -c 1, prefetch 4) runs a 20 s task, so the tasks it
     # takes from the 5/s load wait in its prefetch. The staying worker (threads -c 8)
     # has room for the whole load and starts a task within a second of its sending:
     # a task that starts there later had been held by the leaving one. Node names are
     # unique, as Celery requires of workers sharing a broker.
     leaving = start_worker("-c", "1", "-n", "leaving@%h", E2E_PREFETCH="4")
-    run_producer(e2e_env, "import time\nrecord.delay(f'long@{time.time():.3f}', 10)")
+    # 20 s: long enough to be still running at SIGTERM on a slow, busy machine.
+    run_producer(e2e_env, "import time\nrecord.delay(f'long@{time.time():.3f}', 20)")
     task_log.wait_for("start", 1, timeout=20)
     # Fill the leaving worker's prefetch while it is the only consumer: once the
     # staying worker pulls too, which worker gets a message is the emulator's choice,
@@ -115,7 +116,7 @@ def test_warm_shutdown_under_load_finishes_running_tasks_and_releases_prefetched
     leaving.warm_shutdown()
     stopped_at = time.time()
     load.join(30)
-    done = task_log.wait_for("done", 44, timeout=30)
+    done = task_log.wait_for("done", 44, timeout=40)
     assert len(set(done)) == 44, "lost tasks"
     leaving.process.wait(30)
 

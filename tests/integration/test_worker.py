@@ -57,7 +57,7 @@ def test_with_early_acks_a_task_whose_worker_is_killed_is_not_run_again(start_wo
 def test_warm_shutdown_releases_prefetched_tasks_to_another_worker(start_worker, e2e_env, task_log):
     port = free_port()
     busy = start_worker("-c", "1", E2E_PREFETCH="4", KOMBU_PUBSUB_METRICS_PORT=str(port))
-    run_producer(e2e_env, "record.delay('long', sleep=4)")
+    run_producer(e2e_env, "record.delay('long', sleep=8)")  # still running when checked, on a busy machine
     task_log.wait_for("start", 1, timeout=20)
     run_producer(e2e_env, "for i in range(3):\n    record.delay(f'queued{i}')\n")
     # The busy worker prefetches them: 'long' and the three pulled.
@@ -66,7 +66,7 @@ def test_warm_shutdown_releases_prefetched_tasks_to_another_worker(start_worker,
     start_worker("-c", "1", E2E_PREFETCH="1", QUEUE_NAME="e2e")
     busy.warm_shutdown()
     stopped_at = time.time()
-    task_log.wait_for("done", 4, timeout=25)
+    task_log.wait_for("done", 4, timeout=30)
     done = {token: at for token, _, at in task_log.events("done")}
     assert set(done) == {"long", "queued0", "queued1", "queued2"}
     # Released at shutdown: not held until the 30 s ack deadline passes.

@@ -12,7 +12,6 @@ the command.
 from __future__ import annotations
 
 import datetime
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.redis_server import redis_version
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = "tests/integration/test_conformance.py"
@@ -108,14 +109,9 @@ def provenance() -> list[str]:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip() or "unknown"
-    redis_server = shutil.which("redis-server")
-    redis_version = "not installed"
-    if redis_server:
-        redis_version = subprocess.run([redis_server, "--version"], capture_output=True,
-                                       text=True).stdout.split(" v=")[-1].split()[0]
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     return [f"Measured by `python -m tests.conformance_table` ({MODULE}) on commit {commit}, "
-            f"{today}: kombu {kombu.__version__}, redis-server {redis_version}, "
+            f"{today}: kombu {kombu.__version__}, redis-server {redis_version() or 'not installed'}, "
             "the Pub/Sub emulator."]
 
 

@@ -72,15 +72,6 @@ class RedisServer:
         finally:
             log.close()
 
-    def version(self) -> str:
-        """The server's version, as `redis-server --version` prints it (e.g. '7.0.15')."""
-        server = shutil.which("redis-server") or "redis-server"
-        output = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
-        for word in output.split():
-            if word.startswith("v="):
-                return word[2:]
-        return output.strip()
-
     def stop(self) -> None:
         if self.process is None:
             return
@@ -96,3 +87,15 @@ class RedisServer:
         """Stop the server and remove its working directory."""
         self.stop()
         self._dir.cleanup()
+
+
+def redis_version() -> str | None:
+    """The installed redis-server's version (e.g. '7.0.15'); None when none is installed."""
+    server = shutil.which("redis-server")
+    if server is None:
+        return None
+    output = subprocess.run([server, "--version"], capture_output=True, text=True).stdout
+    for word in output.split():
+        if word.startswith("v="):
+            return word[2:]
+    return output.strip()

@@ -334,7 +334,8 @@ def test_priorities_order_what_a_consumer_receives(broker, name, record_property
             except TimeoutError:
                 pass
     order = [body["priority"] for body in got]
-    record_property("observed", " ".join(map(str, order)))
+    received, sent = (" ".join(map(str, values)) for values in (order, PRIORITIES))
+    record_property("observed", f"{received} (sent {sent})")
     assert order == PRIORITY_ORDER[broker.system]
     ties = [body["index"] for body in got if body["priority"] == 3]
     assert ties == sorted(ties), "messages of one priority keep their publish order"

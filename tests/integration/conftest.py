@@ -18,6 +18,7 @@ from kombu import Connection
 
 import kombu_pubsub  # noqa: F401
 from tests.emulator import Emulator
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -63,6 +64,23 @@ def connect(project: str) -> Iterator[Callable[..., Connection]]:
     yield factory
     for connection in made:
         connection.release()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the session's own (skipped where none is installed; .ci/run installs one)."""
+    pytest.importorskip("redis", reason="Kombu's and Celery's Redis support needs the redis package "
+                                        "(pip install -e '.[test]')")
+    server = RedisServer()
+    try:
+        server.start()
+    except FileNotFoundError as exc:
+        server.close()
+        pytest.skip(f"{exc}: the Redis reference and result-backend tests need one")
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.emulator import free_port, port_open
 from tests.integration.conftest import run_producer, wait_until
 from tests.integration.test_remote_control import answering, celery, resources
+from tests.redis_server import RedisServer
 
 RPC = {"E2E_RESULT_BACKEND": "rpc://"}
 IMPORTS = ("import json, time\nfrom celery import chain, chord, group\n"
@@ -48,25 +45,9 @@ def warnings_in(output: str) -> list[str]:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A redis-server of the test's own on a free port (skipped where none is installed)."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("no redis-server on this machine (apt-get install redis-server): "
-                    "the Redis result backend tests need one")
-    pytest.importorskip("redis", reason="the Redis result backend needs the redis package "
-                                        "(pip install -e '.[test]')")
-    port = free_port()
-    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        if not wait_until(lambda: port_open("127.0.0.1", port), 10):
-            pytest.fail(f"redis-server did not start on port {port}")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's redis-server (skipped where none is installed)."""
+    return redis_server.url
 
 
 def test_rpc_results_for_get_chains_and_groups(start_worker, e2e_env):

@@ -120,5 +120,5 @@ def one_line_hook(previous: ExceptHook) -> ExceptHook:
 
 def install() -> None:
     """Make errors of ours that escape any command print as one line; idempotent."""
-    if not getattr(sys.excepthook, "kombu_pubsub", False):
+    if getattr(sys.excepthook, "kombu_pubsub", False) is not True:
         sys.excepthook = one_line_hook(sys.excepthook)

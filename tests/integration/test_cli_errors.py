@@ -138,13 +138,16 @@ def run(case: Case, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def results(emulator_host: str, tmp_path_factory: pytest.TempPathFactory
+def results(request: pytest.FixtureRequest, emulator_host: str, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[dict[str, subprocess.CompletedProcess]]:
+    """The result of each case selected in this session (``-k`` runs fewer), run 4 at a time."""
+    selected = [params["case"] for item in request.session.items if item.module is request.module
+                for params in [getattr(getattr(item, "callspec", None), "params", {})] if "case" in params]
     home = tmp_path_factory.mktemp("empty-home")
     project = f"test-cli-errors-{os.getpid()}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         futures = {case.id: pool.submit(run, case, environment(case, emulator_host, project, home))
-                   for case in CASES}
+                   for case in selected}
         yield {case_id: future.result() for case_id, future in futures.items()}
 
 

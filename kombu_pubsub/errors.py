@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import os
+
 from google.api_core import exceptions as gexc
 from kombu.exceptions import KombuError, OperationalError
 
@@ -62,6 +64,24 @@ class RequestError(PubSubError):
 
 class BrokerUnavailableError(PubSubError, ConnectionError):
     """Pub/Sub could not be reached; Celery treats this as a lost connection."""
+
+
+#: Where Application Default Credentials are read from first (google.auth's variable).
+CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+
+
+def missing_credentials(exc: BaseException, where: str = "Google Cloud") -> ConfigurationError:
+    """The error for Google Cloud without usable Application Default Credentials.
+
+    `exc` is google.auth's DefaultCredentialsError; `where` names the endpoint. When
+    GOOGLE_APPLICATION_CREDENTIALS is set, that file is what google.auth could not use.
+    """
+    key_file = os.environ.get(CREDENTIALS_ENV)
+    fix = (f"fix {CREDENTIALS_ENV} (it names {key_file!r}) or unset it and run "
+           "'gcloud auth application-default login'" if key_file else
+           f"run 'gcloud auth application-default login' or set {CREDENTIALS_ENV} to a key file")
+    return ConfigurationError(f"no Google Cloud credentials for {where} ({exc}); {fix}, "
+                              "or set PUBSUB_EMULATOR_HOST to use the emulator")
 
 
 #: Errors that mean "the broker is (perhaps briefly) out of reach": retried

@@ -58,12 +58,12 @@ from .engine.inbox import Inbox
 from .errors import (
     AccessDeniedError,
     BrokerUnavailableError,
-    ConfigurationError,
     QueueMismatchError,
     RequestError,
     ResourceMissingError,
     as_kombu_error,
     is_transient,
+    missing_credentials,
 )
 from .exchanges import ExchangeTopics
 from .options import TransportOptions, parse_url
@@ -167,10 +167,7 @@ class Transport(virtual.Transport):
                 subscriber_client = self.endpoint.subscriber_client()
                 pull_client = self.endpoint.subscriber_client()
             except google.auth.exceptions.DefaultCredentialsError as exc:
-                raise ConfigurationError(
-                    f"no Google Cloud credentials for {self.endpoint.describe()} ({exc}); run "
-                    "'gcloud auth application-default login', set GOOGLE_APPLICATION_CREDENTIALS, "
-                    "or set PUBSUB_EMULATOR_HOST to use the emulator") from None
+                raise missing_credentials(exc, self.endpoint.describe()) from None
             emulator = self.endpoint.emulator
             budget = rpc.budget_for(self.endpoint.target, self.project, self.options.rpc_timeout)
             publisher = Publisher(publisher_client, self.options, budget, self.stats)

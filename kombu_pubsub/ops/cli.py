@@ -1,22 +1,27 @@
-"""`celery pubsub …`: operator commands, added to Celery's CLI by the `celery.commands` entry point."""
+"""`celery pubsub …`: operator commands, added to Celery's CLI by the `celery.commands` entry point.
+
+Every command reports a configuration or connection problem as one line (``Error: …``),
+never a traceback: the group is a :class:`~.cli_errors.OneLineErrors`, and loading this
+module (Celery does, for every ``celery`` command) installs the same translation for
+Celery's own commands (see cli_errors.py).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from ..celery_hooks import COUNTDOWNS_COMMAND
-from ..errors import PubSubError
 from ..pubsub.admin import MORGUE_QUEUE
-from . import countdown_report, queue_report
+from . import cli_errors, countdown_report, queue_report
 from .app_queues import app_queues
 from .morgue_tools import Entry, Morgue
-from .queue_tools import QueueTools
+from .queue_tools import QueueTools, pubsub_connection
+
+cli_errors.install()
 
 #: Why `delete morgue` needs --force.
 MORGUE_REFUSAL = (
@@ -25,7 +30,7 @@ MORGUE_REFUSAL = (
     "add --force to delete it anyway")
 
 
-@click.group(name="pubsub")
+@click.group(name="pubsub", cls=cli_errors.OneLineErrors)
 def pubsub() -> None:
     """Google Cloud Pub/Sub tools (kombu_pubsub)."""
 
@@ -88,8 +93,6 @@ def replay(ctx: click.Context, ident: str | None, replay_all: bool) -> None:
             replayed = graveyard.replay(None if replay_all else ident)
         except KeyError as exc:
             raise click.ClickException(str(exc.args[0])) from None
-        except PubSubError as exc:
-            raise click.ClickException(str(exc)) from None
     for entry in replayed:
         click.echo(f"replayed {entry.task or entry.message_id} to {entry.queue}")
     click.echo(f"{len(replayed)} message(s) replayed.")
@@ -111,15 +114,6 @@ def _command(ctx: click.Context) -> str:
     return f"celery -A {app}" if isinstance(app, str) and app else "celery"
 
 
-@contextlib.contextmanager
-def _tools(ctx: click.Context) -> Iterator[QueueTools]:
-    try:
-        with QueueTools(_app(ctx)) as tools:
-            yield tools
-    except PubSubError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 _extra_queues = click.option("-Q", "--queue", "extra", multiple=True, metavar="QUEUE",
                              help="Also this queue (one only named on a worker's -Q); repeatable.")
 
@@ -132,7 +126,7 @@ _extra_queues = click.option("-Q", "--queue", "extra", multiple=True, metavar="Q
 def queues(ctx: click.Context, every: bool, extra: tuple[str, ...], as_json: bool) -> None:
     """The app's queues and the morgue: topic, subscription, policies, backlog."""
     found = app_queues(_app(ctx), extra)
-    with _tools(ctx) as tools:
+    with QueueTools(_app(ctx)) as tools:
         infos = tools.describe(found.specs, every)
         backlog = tools.backlog()
         options, where = tools.options, tools.where
@@ -155,10 +149,9 @@ def queues(ctx: click.Context, every: bool, extra: tuple[str, ...], as_json: boo
 @click.pass_context
 def countdowns(ctx: click.Context, timeout: float, as_json: bool) -> None:
     """Countdowns and ETAs pending in Pub/Sub, per queue, as the running workers count them."""
-    try:
-        replies = _app(ctx).control.broadcast(COUNTDOWNS_COMMAND, reply=True, timeout=timeout)
-    except PubSubError as exc:
-        raise click.ClickException(str(exc)) from None
+    app = _app(ctx)
+    pubsub_connection(app).release()  # refuses another broker, whose workers cannot answer
+    replies = app.control.broadcast(COUNTDOWNS_COMMAND, reply=True, timeout=timeout)
     report = countdown_report.merge(replies)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(report), indent=2))
@@ -180,7 +173,7 @@ def provision(ctx: click.Context, extra: tuple[str, ...]) -> None:
     """
     found = app_queues(_app(ctx), extra)
     existed = made = 0
-    with _tools(ctx) as tools:
+    with QueueTools(_app(ctx)) as tools:
         click.echo(f"Provisioning {len(found.specs)} queue(s) in {tools.where}:")
         for outcome in tools.provision(found.specs):
             click.echo(outcome.line())
@@ -200,7 +193,7 @@ def delete(ctx: click.Context, queue: str, yes: bool, force: bool) -> None:
     """Delete a queue's subscription and topic; messages waiting on it are lost."""
     if queue == MORGUE_QUEUE and not force:
         raise click.ClickException(MORGUE_REFUSAL)
-    with _tools(ctx) as tools:
+    with QueueTools(_app(ctx)) as tools:
         plan = tools.plan_delete(queue)
         if not plan.exists:
             raise click.ClickException(

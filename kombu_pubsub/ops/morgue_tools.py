@@ -20,6 +20,7 @@ from ..errors import NamingError, PubSubError
 from ..morgue import RECORD_CONTENT_TYPE
 from ..pubsub import rpc
 from ..pubsub.admin import MORGUE_QUEUE
+from .queue_tools import pubsub_connection
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -65,10 +66,14 @@ class Morgue:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
-        self.connection = app.connection_for_write()
-        transport: Transport = self.connection.default_channel.connection
-        self.transport = transport
-        self.info = self.connection.default_channel.ensure_queue(MORGUE_QUEUE)
+        self.connection = pubsub_connection(app)
+        try:
+            transport: Transport = self.connection.default_channel.connection
+            self.transport = transport
+            self.info = self.connection.default_channel.ensure_queue(MORGUE_QUEUE)
+        except BaseException:
+            self.connection.release()
+            raise
 
     def close(self) -> None:
         self.connection.release()

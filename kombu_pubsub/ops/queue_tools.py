@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 import google.auth.exceptions
 from google.cloud import pubsub_v1
+from kombu import Connection
 
 from .. import naming, priorities
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, missing_credentials
 from ..pubsub import endpoint, rpc
 from ..pubsub.admin import DETACHED_TOPIC, MORGUE_QUEUE, STEPS_LABEL, Admin
 from ..pubsub.backlog import Backlog, read_backlog
@@ -68,16 +69,16 @@ class QueueTools:
     """The Pub/Sub resources of one app's project, as an operator manages them."""
 
     def __init__(self, app: Celery) -> None:
-        self.connection = app.connection_for_write()
-        transport = self.connection.transport  # parses the URL and options; no RPC
-        if not isinstance(transport, Transport):
-            raise ConfigurationError(
-                f"the app's broker is {self.connection.transport_cls!r}, not pubsub://; these commands "
-                "manage Pub/Sub queues: set broker_url='pubsub://<project-id>'")
+        self.connection = pubsub_connection(app)
+        transport: Transport = self.connection.transport
         self.project = transport.project
         self.options = transport.options
         self.endpoint = transport.endpoint
-        self._publisher, self._subscriber = _clients(self.endpoint)
+        try:
+            self._publisher, self._subscriber = _clients(self.endpoint)
+        except ConfigurationError:
+            self.connection.release()
+            raise
         # Always creating: provisioning is what makes queues where create_missing is off.
         self.admin = Admin(self.project, dataclasses.replace(self.options, create_missing=True),
                            self._publisher, self._subscriber,
@@ -213,11 +214,24 @@ def _steps_of(subscription: object) -> priorities.Steps | None:
     return priorities.Steps.from_label(labels.get(STEPS_LABEL, ""))
 
 
+def pubsub_connection(app: Celery) -> Connection:
+    """The app's broker connection, not yet connected: its URL and transport options are
+    parsed and checked (no RPC), and a broker other than pubsub:// is refused."""
+    connection = app.connection_for_write()
+    try:
+        transport = connection.transport
+        if not isinstance(transport, Transport):
+            raise ConfigurationError(
+                f"the app's broker is {connection.transport_cls!r}, not pubsub://; these commands "
+                "manage Pub/Sub queues: set broker_url='pubsub://<project-id>'")
+    except BaseException:
+        connection.release()
+        raise
+    return connection
+
+
 def _clients(to: endpoint.Endpoint) -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
     try:
         return to.publisher_client(), to.subscriber_client()
     except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise ConfigurationError(
-            f"no Google Cloud credentials ({exc}); run 'gcloud auth application-default login', "
-            "set GOOGLE_APPLICATION_CREDENTIALS, or set PUBSUB_EMULATOR_HOST to use the emulator"
-        ) from None
+        raise missing_credentials(exc, to.describe()) from None

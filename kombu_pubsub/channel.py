@@ -19,7 +19,7 @@ from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from . import celery_hooks, exchanges, expiry, morgue, priorities, wire
 from .engine import Consumer, Delivery
-from .errors import PublishError
+from .errors import AccessDeniedError, PublishError, PurgeRefusedError, RequestError
 from .pubsub.admin import SubscriptionInfo
 from .qos import QoS
 from .temporary import TemporaryQueues
@@ -338,7 +338,10 @@ class Channel(virtual.Channel):
         admin.delete_queue(queue, self.connection.subscriptions.pop(queue, None))
 
     def _purge(self, queue: str) -> int:
-        removed = [self.connection.admin.purge(step.info.path) for step in self.steps(queue)]
+        try:
+            removed = [self.connection.admin.purge(step.info.path) for step in self.steps(queue)]
+        except (AccessDeniedError, RequestError) as exc:
+            raise PurgeRefusedError(f"cannot purge queue {queue!r}: {exc}") from exc
         if None in removed:
             logger.info("Purged %r by seeking to now; Pub/Sub does not say how many.", queue)
         return sum(count or 0 for count in removed)

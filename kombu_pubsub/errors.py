@@ -62,6 +62,13 @@ class RequestError(PubSubError):
     """Pub/Sub refused a request other than a publish (bad argument, precondition, not implemented)."""
 
 
+class PurgeRefusedError(PubSubError):
+    """Pub/Sub refused to empty a queue (permissions, or a request it does not accept).
+
+    Not a channel error on purpose: Celery's ``purge`` takes a channel error for "no
+    such queue, nothing to purge" and would report "No messages purged"."""
+
+
 class BrokerUnavailableError(PubSubError, ConnectionError):
     """Pub/Sub could not be reached; Celery treats this as a lost connection."""
 

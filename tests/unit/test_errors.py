@@ -58,3 +58,23 @@ def test_a_budget_is_unproven_until_an_answer_and_again_after_a_transient_failur
     assert budget.deadline() == Budget.MIN_ATTEMPT  # what is left of the bound, at least this
     budget.succeeded()
     assert not budget.unproven and budget.deadline() == 10.0
+
+
+def test_a_refused_purge_is_not_a_channel_error_that_celery_purge_would_swallow():
+    import types
+
+    import pytest
+
+    from kombu_pubsub.channel import Channel
+    from kombu_pubsub.errors import AccessDeniedError, PurgeRefusedError
+    from kombu_pubsub.transport import Transport
+
+    def refuse(path: str) -> int:
+        raise AccessDeniedError("Pub/Sub refused: the caller lacks roles/pubsub.subscriber")
+
+    step = types.SimpleNamespace(info=types.SimpleNamespace(path="projects/p/subscriptions/jobs"))
+    admin = types.SimpleNamespace(purge=refuse)
+    channel = types.SimpleNamespace(connection=types.SimpleNamespace(admin=admin), steps=lambda queue: [step])
+    with pytest.raises(PurgeRefusedError, match="cannot purge queue 'jobs'.*pubsub.subscriber") as caught:
+        Channel._purge(channel, "jobs")
+    assert not isinstance(caught.value, Transport.channel_errors + Transport.connection_errors)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime
 import io
+import logging
 
 import pytest
 
+from demo_tasks.app import JobError
 from demo_tasks.processes import WarningsOnly
 from demo_tasks.spawner import run
 from demo_tasks.status import BEHIND_AFTER, Tally
@@ -116,3 +118,11 @@ def test_spawner_progress_is_one_whole_line_every_interval():
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "\r" not in out.getvalue()
     assert lines[0].startswith("spawner: sent 51 jobs")
+
+
+@pytest.mark.parametrize(("error", "kept"), [(JobError("Job failed successfully."), False),
+                                             (ValueError("a real bug"), True)])
+def test_only_the_traceback_of_a_job_failing_on_purpose_is_dropped(error, kept):
+    record = logging.LogRecord("celery.app.trace", logging.ERROR, __file__, 1, "Task failed", None,
+                               (type(error), error, None))
+    assert logging.getLogger("celery.app.trace").filter(record) is kept

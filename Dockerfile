@@ -26,4 +26,5 @@ USER app
 
 # Shell form so ${QUEUE_NAME} expands at run time; exec so celery is PID 1 and
 # gets the SIGTERM of `docker stop` (warm shutdown).
-CMD exec celery -A demo_tasks worker -Q "${QUEUE_NAME:-default}" -l info
+# The pool options are the demo worker's (demo_tasks.local.WORKER_OPTIONS): jobs mostly sleep.
+CMD exec celery -A demo_tasks worker -Q "${QUEUE_NAME:-default}" -E -P threads -c 32 --without-gossip --without-mingle -l info

@@ -47,8 +47,11 @@ class Summary:
 
 def run(send: Callable[[], None], rate: float, duration: float | None = None, count: int | None = None,
         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-        progress: TextIO | None = None) -> Summary:
-    """Call `send` `rate` times a second until `duration` seconds or `count` sends (or Ctrl-C)."""
+        progress: TextIO | None = None, progress_every: float = 10.0) -> Summary:
+    """Call `send` `rate` times a second until `duration` seconds or `count` sends (or Ctrl-C).
+
+    With `progress`, writes one whole line there every `progress_every` seconds.
+    """
     if rate <= 0:
         raise ValueError("rate must be above 0 jobs/s")
     start = clock()
@@ -63,10 +66,10 @@ def run(send: Callable[[], None], rate: float, duration: float | None = None, co
             send()
             sent += 1
             now = clock()
-            if progress is not None and now - last_report >= 1.0:
+            if progress is not None and now - last_report >= progress_every:
                 last_report = now
-                progress.write(f"\rsent {sent} jobs, {sent / (now - start):.1f} jobs/s (asked {rate:g})")
-                progress.flush()
+                print(f"spawner: sent {sent} jobs, {sent / (now - start):.1f} jobs/s (asked {rate:g})",
+                      file=progress, flush=True)
     except KeyboardInterrupt:
         pass
     elapsed = clock() - start
@@ -85,15 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, help="stop after this many jobs")
     parser.add_argument("--fail-ratio", type=float, default=FAIL_RATIO, help="chance a job fails")
     parser.add_argument("--seed", type=int, help="random seed, for repeatable load")
+    parser.add_argument("--progress", type=float, default=10.0, metavar="SECONDS",
+                        help="a progress line every SECONDS (default 10; 0: none)")
     args = parser.parse_args(argv)
     from demo_tasks import mock_job
 
-    signal.signal(signal.SIGTERM, _interrupt)  # docker stop / demo_tasks.local: summary, then exit
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # docker stop, demo_tasks.local: summary, then exit
+        signal.signal(signum, _interrupt)
 
     rng = random.Random(args.seed)
     summary = run(lambda: mock_job.delay(**random_job(rng, args.fail_ratio)), args.rate,
-                  duration=args.duration, count=args.count, progress=sys.stderr)
-    print(f"\nsent {summary.sent} jobs in {summary.seconds:.1f}s: {summary.rate:.2f} jobs/s "
+                  duration=args.duration, count=args.count,
+                  progress=sys.stdout if args.progress > 0 else None, progress_every=args.progress)
+    print(f"spawner: sent {summary.sent} jobs in {summary.seconds:.1f}s: {summary.rate:.2f} jobs/s "
           f"(asked {args.rate:g})")
     return 0
 

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.e2e  # starts a `celery worker` subprocess without star
 STARTED = re.compile(r"\[(\S+ \S+): DEBUG/MainProcess\] TaskPool: Apply "
                      r".*?'demo_tasks\.mock_job', '([0-9a-f-]+)'")
 SUCCEEDED = re.compile(r"Task demo_tasks\.mock_job\[([0-9a-f-]+)\] succeeded")
+EXECUTING = re.compile(r"\[(\S+ \S+): INFO/\S+\] demo_tasks\.mock_job\[([0-9a-f-]+)\]: Executing MockJob")
 
 
 def test_every_spawned_job_succeeds_or_reaches_the_morgue_after_three_spaced_runs(e2e_env, tmp_path):
@@ -59,3 +60,33 @@ def morgue_ids(env: dict[str, str]) -> set[str]:
     listed = subprocess.run([sys.executable, "-m", "celery", "-A", "demo_tasks", "pubsub", "morgue", "list"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout
     return set(re.findall(r"id=([0-9a-f-]+)", listed))
+
+
+def test_queue_name_routes_the_producer_and_a_worker_that_misses_it_says_so(e2e_env, tmp_path):
+    worker_env = {key: value for key, value in e2e_env.items() if key != "QUEUE_NAME"}
+    worker_env["MOCK_JOB_RETRY_DELAY"] = "1"  # read where the worker runs
+    worker = Worker(worker_env, ["-Q", "reports", "-P", "threads", "-c", "4"], tmp_path / "worker.log",
+                    app="demo_tasks")
+    try:
+        worker.wait_ready()
+        assert "demo_tasks sends mock_job to 'default' (QUEUE_NAME). Set QUEUE_NAME=reports" in worker.log()
+        # The producer's QUEUE_NAME routes the job to the worker's queue; the worker's
+        # MOCK_JOB_RETRY_DELAY (1 s) spaces the retries, not the producer's (300 s).
+        sent = subprocess.run([sys.executable, "-c", "from demo_tasks import mock_job\n"
+                               "print(mock_job.delay(raise_error=True).id)"],
+                              cwd=ROOT, env=dict(e2e_env, QUEUE_NAME="reports", MOCK_JOB_RETRY_DELAY="300"),
+                              capture_output=True,
+                              text=True, timeout=60)
+        task_id = sent.stdout.strip()
+        assert task_id, sent.stderr
+        deadline = time.monotonic() + 20
+        while f"Moved failed job demo_tasks.mock_job[{task_id}]" not in worker.log():
+            assert time.monotonic() < deadline, worker.log()[-3000:]
+            time.sleep(0.2)
+        runs = [datetime.strptime(at, "%Y-%m-%d %H:%M:%S,%f") for at, found in EXECUTING.findall(worker.log())
+                if found == task_id]
+        assert len(runs) == 3
+        assert all(0.9 <= (b - a).total_seconds() <= 3 for a, b in zip(runs, runs[1:], strict=False)), runs
+        assert "Traceback" not in worker.log()  # a job failing on purpose is not a crash
+    finally:
+        worker.stop()

@@ -27,7 +27,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 EMULATOR_SERVICE = "pubsub"
 # Every service built from the Dockerfile; all of them talk to Pub/Sub.
-APP_SERVICES = ("worker", "spawner", "flower", "tests")
+APP_SERVICES = ("worker", "spawner", "status", "flower", "tests")
 EMULATOR_IMAGE = re.compile(
     r"^(?:(?:us|eu|asia)\.)?gcr\.io/google\.com/cloudsdktool/google-cloud-cli:(?:\d+\.\d+\.\d+-)?emulators$"
 )
@@ -289,7 +289,8 @@ def test_worker_is_scalable() -> None:
 
 @pytest.mark.parametrize(
     ("name", "profiles"),
-    [(EMULATOR_SERVICE, []), ("worker", []), ("spawner", []), ("flower", []), ("tests", ["tests"])],
+    [(EMULATOR_SERVICE, []), ("worker", []), ("spawner", []), ("status", []), ("flower", []),
+     ("tests", ["tests"])],
 )
 def test_service_profiles(name: str, profiles: list[str]) -> None:
     """`docker compose up` starts all but tests; `docker compose run --rm tests` runs them."""
@@ -308,7 +309,7 @@ def test_compose_variables_in_commands_have_defaults_or_are_escaped(name: str) -
 
 # --------------------------------------------------------------------------- commands
 
-COMMAND_SOURCES = ["compose:worker", "compose:spawner", "compose:flower", "compose:tests",
+COMMAND_SOURCES = ["compose:worker", "compose:spawner", "compose:status", "compose:flower", "compose:tests",
                    "Dockerfile:CMD"]
 
 
@@ -319,7 +320,8 @@ def test_every_app_service_command_is_in_the_table() -> None:
 
 @pytest.mark.parametrize(
     ("source", "program"),
-    [("compose:worker", "celery"), ("compose:spawner", "python"), ("compose:flower", "celery"),
+    [("compose:worker", "celery"), ("compose:spawner", "python"), ("compose:status", "python"),
+     ("compose:flower", "celery"),
      ("compose:tests", "ruff"),
      ("Dockerfile:CMD", "celery")],
 )
@@ -343,8 +345,8 @@ def test_the_compose_tests_command_runs_the_same_checks_as_ci():
     assert _steps(" ".join(command_argv("compose:tests"))) == wanted
 
 
-@pytest.mark.parametrize("source", ["compose:worker", "compose:spawner", "compose:flower",
-                                    "Dockerfile:CMD"])
+@pytest.mark.parametrize("source", ["compose:worker", "compose:spawner", "compose:status",
+                                    "compose:flower", "Dockerfile:CMD"])
 def test_command_names_existing_modules(source: str) -> None:
     modules = referenced_modules(command_argv(source))
     assert modules, f"{source} names no module with celery -A / python -m"
@@ -430,3 +432,21 @@ def test_worker_metrics_port_is_exposed_not_published() -> None:
     worker = service("worker")
     port = environment(worker)["KOMBU_PUBSUB_METRICS_PORT"]
     assert port in [str(entry) for entry in worker.get("expose", [])]
+
+
+@pytest.mark.parametrize("source", ["compose:worker", "Dockerfile:CMD"])
+def test_worker_runs_with_the_local_demos_pool_options(source: str) -> None:
+    """docker compose and `python -m demo_tasks.local` size the demo worker alike."""
+    from demo_tasks.local import WORKER_OPTIONS
+
+    argv = command_argv(source)
+    start = argv.index(WORKER_OPTIONS[0]) if WORKER_OPTIONS[0] in argv else -1
+    assert tuple(argv[start:start + len(WORKER_OPTIONS)]) == WORKER_OPTIONS, argv
+
+
+def test_spawner_starts_once_the_status_line_counts_events() -> None:
+    """Events published before the status service subscribed are not counted."""
+    assert depends_on(service("spawner"))["status"]["condition"] == "service_healthy"
+    probe = " ".join(service("status")["healthcheck"]["test"])
+    ready_file = command_argv("compose:status")[command_argv("compose:status").index("--ready-file") + 1]
+    assert ready_file in probe, probe

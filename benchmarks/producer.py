@@ -64,8 +64,8 @@ def enqueue_celery(n: int, threads: int = 1) -> dict[str, Any]:
         sent = 1
     else:
         sent = _warm_producers(record, threads)
-    seconds = _timed(threads, n, record.delay)
-    return {"sent": n + sent, "timed_calls": n, "seconds": seconds, "threads": threads,
+    seconds, cpu = _timed(threads, n, record.delay)
+    return {"sent": n + sent, "timed_calls": n, "seconds": seconds, "cpu_s": cpu, "threads": threads,
             "end_wall": time.time()}
 
 
@@ -87,16 +87,18 @@ def _warm_producers(task: Any, count: int) -> int:
     return count
 
 
-def _timed(threads: int, n: int, call: Any) -> float:
-    """Seconds for `threads` threads to make `n` calls of `call()` between them, started together.
+def _timed(threads: int, n: int, call: Any) -> tuple[float, float]:
+    """Seconds for `threads` threads to make `n` calls of `call()` between them, started together,
+    and the CPU seconds the process used meanwhile (every thread, the client library's too).
 
     A failed call in any thread fails the whole run (raised here).
     """
     if threads == 1:
+        cpu = _cpu_seconds()
         start = time.perf_counter()
         for _ in range(n):
             call()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, _cpu_seconds() - cpu
     shares = [n // threads + (1 if index < n % threads else 0) for index in range(threads)]
     start_line = threading.Barrier(threads + 1)
     errors: list[BaseException] = []
@@ -113,14 +115,22 @@ def _timed(threads: int, n: int, call: Any) -> float:
                for index, share in enumerate(shares)]
     for worker in workers:
         worker.start()
+    cpu = _cpu_seconds()
     start_line.wait()
     start = time.perf_counter()
     for worker in workers:
         worker.join()
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu
     if errors:
         raise RuntimeError(f"{len(errors)} of {threads} threads failed; first: {errors[0]!r}") from errors[0]
-    return seconds
+    return seconds, cpu
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _raw_client(batch: bool) -> Any:
@@ -147,8 +157,8 @@ def enqueue_raw(topic: str, n: int, batch: bool, threads: int = 1) -> dict[str, 
 
     publish = publish_future if batch else publish_gapic
     publish()  # open the channel outside the timed part
-    seconds = _timed(threads, n, publish)
-    return {"sent": n + 1, "timed_calls": n, "seconds": seconds, "threads": threads,
+    seconds, cpu = _timed(threads, n, publish)
+    return {"sent": n + 1, "timed_calls": n, "seconds": seconds, "cpu_s": cpu, "threads": threads,
             "end_wall": time.time()}
 
 

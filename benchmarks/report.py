@@ -168,6 +168,8 @@ def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any],
             worst = int(arrived["min"])
             total = int(sent["max"]) if sent else worst
             parts.append(f"arrived {worst}/{total}" + (" (worst repeat)" if row["repeats"] > 1 else ""))
+            if "cpu_ms_per_call" in row["figures"]:
+                parts.append(_cell(row["figures"]["cpu_ms_per_call"], "ms CPU/call"))
             parts.extend(_raw_share(row, rows))
         parts.extend(_countdown_parts(kind, row))
         if kind == "many queues":

@@ -2,6 +2,8 @@
 
 Scenarios (``--only``, repeatable, comma-separated or prefixes):
   enqueue             task.delay() N times from a fresh process; calls/s and arrivals at exit
+  enqueue-threads     the same N calls from 8 threads of that process (the raw client's threads
+                      share one client); calls/s against the raw 8-thread rate, arrivals at exit
   drain-POOL          N preloaded no-op tasks through ``celery worker -P POOL``; tasks/s, CPU s,
                       peak RSS; also the same worker on memory:// (Celery's own ceiling)
   drain-raw           N messages pulled and acked by the raw client (the Pub/Sub ceiling)
@@ -30,7 +32,7 @@ from pathlib import Path
 from . import chart, countdown, crash, gcpubsub_compat, many_queues, report, scenarios, targets
 from .emulator import Emulator
 from .pubsub_raw import Raw
-from .systems import CEILING, ENQUEUE_MODES, SYSTEMS, Settings
+from .systems import CEILING, ENQUEUE_MODES, ENQUEUE_THREAD_MODES, SYSTEMS, Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Where a full run writes its figures: the documentation shows them from there.
@@ -60,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, 1 repeat, short crash cap: every scenario in about two minutes")
     parser.add_argument("--only", action="append", default=[], metavar="SCENARIO",
-                        help="run only these scenarios: enqueue, drain, drain-prefork, drain-threads, "
+                        help="run only these scenarios: enqueue, enqueue-threads, drain, drain-prefork, "
+                             "drain-threads, "
                              "drain-raw, latency, countdown, countdown-lateness, countdown-memory, crash, "
                              "many-queues")
+    parser.add_argument("--enqueue-threads", type=int,
+                        help="enqueue-threads: threads of the producer process (default 8)")
     parser.add_argument("--systems", default="kombu_pubsub,gcpubsub",
                         help="comma-separated: kombu_pubsub, gcpubsub (enqueue raw rows always run)")
     parser.add_argument("--repeats", type=int)
@@ -96,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     base = Settings.smoke() if args.smoke else Settings()
     overrides = {
-        "repeats": args.repeats, "enqueue_n": args.enqueue_n, "drain_n": args.drain_n,
+        "repeats": args.repeats, "enqueue_n": args.enqueue_n, "enqueue_threads": args.enqueue_threads,
+        "drain_n": args.drain_n,
         "latency_count": args.latency_count, "pools": args.pools, "worker_loglevel": args.worker_loglevel,
         "countdown_count": args.countdown_count, "pending_n": args.pending_n, "crash_cap": args.crash_cap,
         "queue_counts": args.queue_counts, "many_queues_tasks": args.many_queues_tasks,
@@ -107,16 +113,25 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def selected(only: list[str]) -> set[str]:
     tokens = {token.strip() for item in only for token in item.split(",") if token.strip()}
-    known = {"enqueue", "drain", "latency", "countdown", "crash", "many-queues"}
+    known = {"enqueue", "enqueue-threads", "drain", "latency", "countdown", "crash", "many-queues"}
+    narrow = {"countdown": {"countdown-lateness", "countdown-memory"}, "enqueue": {"enqueue-threads"}}
     for token in tokens:
-        if (token not in known and token.split("-")[0] not in known) or \
-                (token.startswith("countdown-") and token not in {"countdown-lateness", "countdown-memory"}):
-            raise SystemExit(f"unknown scenario {token!r}; expected enqueue, drain, drain-POOL, drain-raw, "
-                             "latency, countdown, countdown-lateness, countdown-memory, crash or many-queues")
+        family = token.split("-")[0]
+        if (token not in known and family not in known) or \
+                (family in narrow and token != family and token not in narrow[family]):
+            raise SystemExit(f"unknown scenario {token!r}; expected enqueue, enqueue-threads, drain, "
+                             "drain-POOL, drain-raw, latency, countdown, countdown-lateness, "
+                             "countdown-memory, crash or many-queues")
     return tokens or known
 
 
 def wants(tokens: set[str], scenario: str) -> bool:
+    """True when `scenario` was asked for: by its name or a prefix (drain → drain-prefork).
+
+    "enqueue" (one thread) and "enqueue-threads" are asked for apart.
+    """
+    if scenario.startswith("enqueue"):
+        return scenario in tokens
     return any(scenario == token or scenario.startswith(token + "-") for token in tokens)
 
 
@@ -139,11 +154,12 @@ def run(settings: Settings, tokens: set[str], workdir: Path,
                 # Alternate the order so drift (warm JIT in the emulator, other load) hits both.
                 systems = tuple(s for s in SYSTEMS if s.key in system_keys)
                 modes = tuple(m for m in ENQUEUE_MODES if m.system in system_keys | {"raw"})
+                thread_modes = tuple(m for m in ENQUEUE_THREAD_MODES if m.system in system_keys | {"raw"})
                 if repeat % 2 == 0:
-                    systems, modes = systems[::-1], modes[::-1]
-                if wants(tokens, "enqueue"):
-                    for mode in modes:
-                        _log(f"repeat {repeat}: enqueue {mode.label}")
+                    systems, modes, thread_modes = systems[::-1], modes[::-1], thread_modes[::-1]
+                for scenario, chosen in (("enqueue", modes), ("enqueue-threads", thread_modes)):
+                    for mode in chosen if wants(tokens, scenario) else ():
+                        _log(f"repeat {repeat}: {mode.scenario(settings.enqueue_threads)} {mode.label}")
                         measurements.append(scenarios.enqueue(ctx, mode, repeat))
                         _report_last(measurements[-1:])
                 if wants(tokens, "latency"):

@@ -71,6 +71,15 @@ def _enqueue(rows: Sequence[Row]) -> dict[str, Any]:
         _bar("gcpubsub", _row(rows, "enqueue", "gc"), "calls_per_s", COLOURS[GCPUBSUB]),
         _bar("raw: 1 RPC\neach (ceiling)", _row(rows, "enqueue", "rg"), "calls_per_s", COLOURS["ceiling"]),
     ]
+    threaded = next((row["scenario"] for row in rows if row["scenario"].startswith("enqueue, ")), "")
+    threads = threaded.removeprefix("enqueue, ").replace(" threads", " thr.")
+    bars += [
+        _bar(f"kombu_pubsub\nawaited, {threads}", _row(rows, threaded, "kpt"), "calls_per_s",
+             COLOURS[KOMBU_PUBSUB], ".."),
+        _bar(f"gcpubsub\n{threads}", _row(rows, threaded, "gct"), "calls_per_s", COLOURS[GCPUBSUB], ".."),
+        _bar(f"raw: {threads}\n(ceiling)", _row(rows, threaded, "rgt"), "calls_per_s", COLOURS["ceiling"],
+             ".."),
+    ]
     return {"title": "enqueue: delay() calls/s (higher is better)", "unit": "calls/s",
             "bars": [bar for bar in bars if bar], "lines": []}
 

@@ -4,8 +4,12 @@ Each run is a fresh process that returns from main() right after its last
 call, so what a process exit does to messages still in flight is part of the
 measurement. Celery modes take their broker from the environment (bench_app).
 
-enqueue-celery N            warm-up delay(), then N timed delay() calls
-enqueue-raw-gapic TOPIC N   N synchronous GAPIC Publish RPCs (one message each)
+enqueue-celery N [--threads T]
+                            warm-up delay(), then N timed delay() calls; with T threads, one
+                            warm-up per pooled producer, then the T threads share the N calls
+enqueue-raw-gapic TOPIC N [--threads T]
+                            N synchronous GAPIC Publish RPCs (one message each); T threads share
+                            one PublisherClient
 enqueue-raw-future TOPIC N  N publish(...).result() with BatchSettings(max_latency=0)
 preload N                   N delay() calls, untimed (drain scenario)
 latency COUNT INTERVAL      warm-up, then COUNT delay(time.time()) calls INTERVAL s apart
@@ -53,14 +57,80 @@ def _countdown_task() -> Any:
     return countdown
 
 
-def enqueue_celery(n: int) -> dict[str, Any]:
+def enqueue_celery(n: int, threads: int = 1) -> dict[str, Any]:
     record = _celery_task()
-    record.delay()  # connect and declare outside the timed part
+    if threads == 1:
+        record.delay()  # connect and declare outside the timed part
+        sent = 1
+    else:
+        sent = _warm_producers(record, threads)
+    seconds, cpu = _timed(threads, n, record.delay)
+    return {"sent": n + sent, "timed_calls": n, "seconds": seconds, "cpu_s": cpu, "threads": threads,
+            "end_wall": time.time()}
+
+
+def _warm_producers(task: Any, count: int) -> int:
+    """Open `count` pooled producers at once, each sending one task (connect, declare); return `count`.
+
+    Celery opens a pooled connection the first time more producers are in use at
+    once than it has: held together here, outside the timed part, as in a web
+    app whose workers have run for a while.
+    """
+    pool = task.app.producer_pool
+    producers = [pool.acquire(block=True) for _ in range(count)]
+    try:
+        for producer in producers:
+            task.apply_async(producer=producer)
+    finally:
+        for producer in producers:
+            producer.release()
+    return count
+
+
+def _timed(threads: int, n: int, call: Any) -> tuple[float, float]:
+    """Seconds for `threads` threads to make `n` calls of `call()` between them, started together,
+    and the CPU seconds the process used meanwhile (every thread, the client library's too).
+
+    A failed call in any thread fails the whole run (raised here).
+    """
+    if threads == 1:
+        cpu = _cpu_seconds()
+        start = time.perf_counter()
+        for _ in range(n):
+            call()
+        return time.perf_counter() - start, _cpu_seconds() - cpu
+    shares = [n // threads + (1 if index < n % threads else 0) for index in range(threads)]
+    start_line = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work(count: int) -> None:
+        start_line.wait()
+        try:
+            for _ in range(count):
+                call()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(share,), name=f"bench-enqueue-{index}")
+               for index, share in enumerate(shares)]
+    for worker in workers:
+        worker.start()
+    cpu = _cpu_seconds()
+    start_line.wait()
     start = time.perf_counter()
-    for _ in range(n):
-        record.delay()
+    for worker in workers:
+        worker.join()
     seconds = time.perf_counter() - start
-    return {"sent": n + 1, "timed_calls": n, "seconds": seconds, "end_wall": time.time()}
+    cpu = _cpu_seconds() - cpu
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {threads} threads failed; first: {errors[0]!r}") from errors[0]
+    return seconds, cpu
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _raw_client(batch: bool) -> Any:
@@ -71,7 +141,8 @@ def _raw_client(batch: bool) -> Any:
     return pubsub_v1.PublisherClient()
 
 
-def enqueue_raw(topic: str, n: int, batch: bool) -> dict[str, Any]:
+def enqueue_raw(topic: str, n: int, batch: bool, threads: int = 1) -> dict[str, Any]:
+    """N publishes with the raw client; with `threads`, the threads share one PublisherClient."""
     from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 
     client = _raw_client(batch)
@@ -86,11 +157,9 @@ def enqueue_raw(topic: str, n: int, batch: bool) -> dict[str, Any]:
 
     publish = publish_future if batch else publish_gapic
     publish()  # open the channel outside the timed part
-    start = time.perf_counter()
-    for _ in range(n):
-        publish()
-    seconds = time.perf_counter() - start
-    return {"sent": n + 1, "timed_calls": n, "seconds": seconds, "end_wall": time.time()}
+    seconds, cpu = _timed(threads, n, publish)
+    return {"sent": n + 1, "timed_calls": n, "seconds": seconds, "cpu_s": cpu, "threads": threads,
+            "end_wall": time.time()}
 
 
 def preload(n: int) -> dict[str, Any]:
@@ -264,11 +333,14 @@ def drain_raw(subscription: str, n: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.producer")
     sub = parser.add_subparsers(dest="mode", required=True)
-    sub.add_parser("enqueue-celery").add_argument("n", type=int)
+    celery_enqueue = sub.add_parser("enqueue-celery")
+    celery_enqueue.add_argument("n", type=int)
+    celery_enqueue.add_argument("--threads", type=int, default=1)
     for name in ("enqueue-raw-gapic", "enqueue-raw-future"):
         raw = sub.add_parser(name)
         raw.add_argument("topic")
         raw.add_argument("n", type=int)
+        raw.add_argument("--threads", type=int, default=1)
     sub.add_parser("preload").add_argument("n", type=int)
     lat = sub.add_parser("latency")
     lat.add_argument("count", type=int)
@@ -292,11 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.mode == "enqueue-celery":
-        result = enqueue_celery(args.n)
+        result = enqueue_celery(args.n, args.threads)
     elif args.mode == "enqueue-raw-gapic":
-        result = enqueue_raw(args.topic, args.n, batch=False)
+        result = enqueue_raw(args.topic, args.n, batch=False, threads=args.threads)
     elif args.mode == "enqueue-raw-future":
-        result = enqueue_raw(args.topic, args.n, batch=True)
+        result = enqueue_raw(args.topic, args.n, batch=True, threads=args.threads)
     elif args.mode == "preload":
         result = preload(args.n)
     elif args.mode == "countdown":

@@ -169,6 +169,9 @@ def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any],
             worst = int(arrived["min"])
             total = int(sent["max"]) if sent else worst
             parts.append(f"arrived {worst}/{total}" + (" (worst repeat)" if row["repeats"] > 1 else ""))
+            if "cpu_ms_per_call" in row["figures"]:
+                parts.append(_cell(row["figures"]["cpu_ms_per_call"], "ms CPU/call"))
+            parts.extend(_raw_share(row, rows))
         parts.extend(_countdown_parts(kind, row))
         if kind == "many queues":
             more, more_ratios = _many_queues_parts(row, rows, base_row)
@@ -304,21 +307,36 @@ def _many_queues_parts(row: dict[str, Any], rows: Sequence[dict[str, Any]],
     return parts, ratios
 
 
+def _raw_share(row: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """For a transport's enqueue row: its rate as a share of the raw one-RPC-per-message rate of
+    the same scenario (one thread, or the same threads sharing one client)."""
+    if row["system"] not in (KOMBU_PUBSUB, GCPUBSUB):
+        return []
+    raw = next((other for other in rows if other["scenario"] == row["scenario"]
+                and other["key"] in ("rg", "rgt")), None)
+    rate, ceiling = median(row, "calls_per_s"), median(raw, "calls_per_s")
+    return [f"{rate / ceiling:.2f}× raw"] if rate and ceiling else []
+
+
 def _enqueue_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Awaited kombu_pubsub against the raw ceiling, and messages lost at producer exit."""
-    enqueue = [row for row in rows if row["scenario"] == "enqueue"]
+    enqueue = [row for row in rows if kind_of(row["scenario"]) == "enqueue"]
     notes = []
-    awaited = next((row for row in enqueue if row["key"] == "kp"), None)
-    ceiling = next((row for row in enqueue if row["key"] == "rg"), None)
-    if awaited and ceiling and "calls_per_s" in awaited["figures"] and "calls_per_s" in ceiling["figures"]:
-        share = awaited["figures"]["calls_per_s"]["median"] / ceiling["figures"]["calls_per_s"]["median"]
-        notes.append(f"kombu_pubsub's awaited delay() runs at {share:.0%} of the raw one-RPC-per-message "
-                     "publish rate (the ceiling for any publish that waits for Pub/Sub).")
+    for ours, raw, who in (("kp", "rg", ""), ("kpt", "rgt", " from several threads")):
+        awaited = next((row for row in enqueue if row["key"] == ours), None)
+        ceiling = next((row for row in enqueue if row["key"] == raw), None)
+        ours_rate, raw_rate = median(awaited, "calls_per_s"), median(ceiling, "calls_per_s")
+        if ours_rate and raw_rate:
+            share = ours_rate / raw_rate
+            notes.append(f"kombu_pubsub's awaited delay(){who} runs at {share:.0%} of the raw "
+                         f"one-RPC-per-message publish rate{who} (the ceiling for any publish that waits "
+                         "for Pub/Sub).")
     for row in enqueue:
         lost = row["figures"].get("lost_at_exit")
         sent = row["figures"].get("sent")
         if lost and sent and lost["max"] > 0:
-            notes.append(f"{row['label']}: up to {int(lost['max'])} of {int(sent['max'])} messages "
+            where = "" if row["scenario"] == "enqueue" else f" ({row['scenario']})"
+            notes.append(f"{row['label']}{where}: up to {int(lost['max'])} of {int(sent['max'])} messages "
                          "never reached Pub/Sub when the producer process exited right after its last call.")
     return notes
 

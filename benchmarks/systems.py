@@ -65,6 +65,11 @@ class EnqueueMode:
     producer_mode: str  # benchmarks.producer sub-command
     transport_options: dict[str, object] = dataclasses.field(default_factory=dict)
     baseline: bool = False  # the gcpubsub reference row for ratios
+    threaded: bool = False  # the calls come from Settings.enqueue_threads threads of one process
+
+    def scenario(self, threads: int) -> str:
+        """The scenario's name in the results: "enqueue", or "enqueue, T threads"."""
+        return f"enqueue, {threads} threads" if self.threaded else "enqueue"
 
 
 ENQUEUE_MODES = (
@@ -74,6 +79,14 @@ ENQUEUE_MODES = (
     EnqueueMode("raw client, GAPIC publish (ceiling)", "raw", "rg", "enqueue-raw-gapic"),
     EnqueueMode("raw client, publish().result(), max_latency=0", "raw", "rf", "enqueue-raw-future"),
 )
+#: The same calls from several threads of one process (a web app's workers); the raw
+#: client's threads share one PublisherClient.
+ENQUEUE_THREAD_MODES = (
+    EnqueueMode("kombu_pubsub (awaited, default)", KOMBU_PUBSUB, "kpt", "enqueue-celery", threaded=True),
+    EnqueueMode("gcpubsub", GCPUBSUB, "gct", "enqueue-celery", baseline=True, threaded=True),
+    EnqueueMode("raw client, GAPIC publish, one client (ceiling)", "raw", "rgt", "enqueue-raw-gapic",
+                threaded=True),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +95,7 @@ class Settings:
 
     repeats: int = 3
     enqueue_n: int = 10_000
+    enqueue_threads: int = 8  # threads of the "enqueue, T threads" scenario
     drain_n: int = 6000
     latency_count: int = 50
     latency_interval: float = 0.1

@@ -15,6 +15,7 @@ from .systems import GCPUBSUB, KOMBU_PUBSUB
 DRAIN_RATIO = 1.5  # kombu_pubsub's drain rate against gcpubsub's, at least
 LATENCY_RATIO = 0.5  # kombu_pubsub's idle p50 against gcpubsub's, at most
 AWAITED_SHARE = 0.6  # awaited delay() against the raw client's one Publish RPC per message, at least
+THREADED_SHARE = 0.7  # the same from several threads of one process, against the raw client's threads
 MEMORY_FLAT_MIB = 2.0  # main RSS growth with every countdown pending, at most (gcpubsub: ~90 MiB)
 CRASH_SECONDS = 60.0  # kill → the task starts again on a fresh worker, at most
 MANY_QUEUES_P99_RATIO = 3.0  # kombu_pubsub's p99 on Q queues against its own one-queue p99, at most
@@ -37,6 +38,7 @@ def targets(rows: Sequence[Row]) -> list[dict[str, str]]:
     _drain(rows, add)
     _latency(rows, add)
     _enqueue(rows, add)
+    _enqueue_threads(rows, add)
     _memory(rows, add)
     _crash(rows, add)
     _many_queues(rows, add)
@@ -105,6 +107,27 @@ def _enqueue(rows: Sequence[Row], add: Add) -> None:
                     f" (gcpubsub: up to {theirs_lost or 0:.0f})")
     add("fast enqueue ≥ gcpubsub's rate, nothing lost", measured,
         bool(ours and theirs and ours >= theirs and lost == 0))
+
+
+def _enqueue_threads(rows: Sequence[Row], add: Add) -> None:
+    """Awaited delay() from T threads against T raw threads sharing one client; nothing lost at exit."""
+    row = _find(rows, "enqueue", key="kpt")
+    ours, ceiling = median(row, "calls_per_s"), median(_find(rows, "enqueue", key="rgt"), "calls_per_s")
+    threads = median(row, "threads") or median(_find(rows, "enqueue", key="rgt"), "threads")
+    lost = _worst(row, "lost_at_exit")
+    measured = None
+    if ours and ceiling and lost is not None:
+        measured = (f"{ours / ceiling:.2f}× ({fmt(ours)} vs {fmt(ceiling)} calls/s: raw, one client, "
+                    f"one Publish RPC each); lost at exit: {lost:.0f}")
+        one = median(_find(rows, "enqueue", key="kp"), "calls_per_s")
+        if one:
+            measured += f"; {ours / one:.2f}× kombu_pubsub from one thread"
+        theirs = median(_find(rows, "enqueue", key="gct"), "calls_per_s")
+        if theirs:
+            measured += f"; gcpubsub {fmt(theirs)} calls/s"
+    count = f"{threads:.0f}" if threads else "T"
+    add(f"awaited enqueue from {count} threads ≥ {THREADED_SHARE:g}× the raw client's {count} threads, "
+        "nothing lost", measured, bool(ours and ceiling and ours >= THREADED_SHARE * ceiling and lost == 0))
 
 
 def _worst(row: Row | None, key: str) -> float | None:

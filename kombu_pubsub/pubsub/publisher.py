@@ -1,7 +1,8 @@
 """Publishing: awaited by default (Pub/Sub accepted it before delay() returns), or fast.
 
-Awaited: one synchronous Publish RPC per message, no batching thread in the
-way, transient errors retried until ``rpc_timeout``, then PublishError.
+Awaited: one synchronous Publish RPC per message (publish_rpc.py), no batching
+thread and no lock in the way, so threads publishing at once wait only for
+Pub/Sub; transient errors retried until ``rpc_timeout``, then PublishError.
 Fast (``fast_publish``): the client library's batcher; futures are tracked so
 close() and interpreter exit flush them, and failures are logged and counted.
 """
@@ -17,13 +18,13 @@ from concurrent import futures
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
-from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 
 from .. import pools
 from ..errors import PublishError, as_kombu_error, is_transient
 from ..options import TransportOptions
 from ..stats import Stats
 from . import rpc
+from .publish_rpc import PublishRpc
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +35,15 @@ class Publisher:
     """Sends encoded messages to topics for one connection."""
 
     def __init__(self, client: pubsub_v1.PublisherClient, options: TransportOptions,
-                 budget: rpc.Budget, stats: Stats | None = None) -> None:
+                 budget: rpc.Budget, stats: Stats | None = None, send: PublishRpc | None = None) -> None:
+        """`send` makes the awaited Publish RPC; by default on `client`'s own gRPC channel."""
         self._client = client
+        self._send = send or PublishRpc(client.transport.grpc_channel)
         self._stats = stats or Stats()
         self._options = options
         self._budget = budget
-        # Guards _pending and the counters: fast-mode done callbacks run on the
-        # client's batch threads.
+        # Guards _pending and the counters (never held across an RPC): fast-mode done
+        # callbacks run on the client's batch threads.
         self._lock = threading.Lock()
         self._pending: set[futures.Future] = set()
         self.published = 0
@@ -64,11 +67,7 @@ class Publisher:
         deadline = self._budget.deadline()
         try:
             # Under eventlet the blocking call runs on an OS thread (pools.py).
-            pools.offload(lambda: GapicPublisher.publish(
-                self._client,
-                request={"topic": topic_path, "messages": [{"data": data, "attributes": attributes}]},
-                retry=rpc.retry_within(deadline), timeout=deadline,
-            ))
+            pools.offload(self._send, topic_path, data, attributes, deadline)
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             with self._lock:
                 self.failed += 1

@@ -26,8 +26,8 @@ def test_benchmark_smoke_run_measures_every_scenario_for_both_systems(tmp_path, 
     measured = {(row["scenario"], row["system"]): row["figures"] for row in result["summary"]
                 if not row["errors"] and row["figures"]}
 
-    for scenario in ("enqueue", "idle latency (prefork -c 2)", "crash redelivery (prefork -c 2, acks_late)",
-                     *(f"drain {pool}" for pool in POOLS)):
+    for scenario in ("enqueue", "enqueue, 8 threads", "idle latency (prefork -c 2)",
+                     "crash redelivery (prefork -c 2, acks_late)", *(f"drain {pool}" for pool in POOLS)):
         for system in TRANSPORTS:
             assert (scenario, system) in measured, (scenario, system)
     for pool in POOLS:
@@ -35,14 +35,15 @@ def test_benchmark_smoke_run_measures_every_scenario_for_both_systems(tmp_path, 
         for system in (*TRANSPORTS, "celery_memory"):
             assert {"tasks_per_s", "cpu_s", "peak_rss_mib"} <= measured[(f"drain {pool}", system)].keys()
     assert "tasks_per_s" in measured[("drain (raw client)", "raw")]  # the Pub/Sub ceiling
+    assert measured[("enqueue, 8 threads", "raw")]["threads"]["max"] == 8  # the 8-thread ceiling
     for system in TRANSPORTS:
         # Smoke gives up after a few seconds: either the task came back or the cap is recorded.
         crash = measured[("crash redelivery (prefork -c 2, acks_late)", system)]
         assert "redelivery_s" in crash or crash["over_cap"]["max"] == 1
 
     ours = [row for row in result["measurements"] if row["system"] == "kombu_pubsub"
-            and row["scenario"] == "enqueue"]
-    assert ours and all(row["figures"]["lost_at_exit"] == 0 for row in ours)
+            and row["scenario"].startswith("enqueue")]
+    assert len(ours) == 3 and all(row["figures"]["lost_at_exit"] == 0 for row in ours)
     for scenario in MANY_QUEUES:
         for system in TRANSPORTS:
             assert {"sent", "started", "idle_cpu_ms_per_s", "threads"} <= measured[(scenario, system)].keys()

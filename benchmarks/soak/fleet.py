@@ -114,15 +114,16 @@ class Fleet:
         for thread in threads:
             thread.join(WARM_STOP_GRACE + 15.0)
 
-    def memory(self) -> list[tuple[int, str, int]]:
-        """(slot, node, RSS KiB of the worker and its pool) for each live worker."""
+    def memory(self) -> list[tuple[int, str, int, int]]:
+        """(slot, node, RSS KiB of the worker and its pool, RSS KiB of the worker process alone)
+        for each live worker."""
         rows = []
         for slot, worker in enumerate(list(self.workers)):
             if worker is None:
                 continue
             memory = worker.memory_kib()
             if memory:
-                rows.append((slot, worker.name, memory["main"] + memory["children"]))
+                rows.append((slot, worker.name, memory["main"] + memory["children"], memory["main"]))
         return rows
 
 

@@ -71,7 +71,10 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{rss['first_minute_mib']} → {rss['last_minute_mib']} MiB"
                      + (f"; each process, at most {rss['peak_per_process_mib']} MiB, grew "
                         f"{rss['largest_growth_mib']} MiB at most over its life"
-                        if "largest_growth_mib" in rss else "")))
+                        if "largest_growth_mib" in rss else "")
+                     + (f" (the worker process alone, without its pool: "
+                        f"{rss['largest_worker_process_growth_mib']} MiB)"
+                        if "largest_worker_process_growth_mib" in rss else "")))
     lines = [
         f"Soak {result.get('date', '')} at `{git.get('rev', '?')}`"
         f"{' (uncommitted changes)' if git.get('dirty') else ''}: {s['rate']:g} jobs/s for "
@@ -133,7 +136,7 @@ def chart(result: dict[str, Any], path: Path, log: Callable[[str], None]) -> boo
                   label="largest start delay (after send or ETA)")
     lateness.set_ylabel("s")
     for slot in sorted({sample[1] for sample in result["rss_samples"]}):
-        rows = [(at - t0, kib / 1024) for at, s, _, kib in result["rss_samples"] if s == slot]
+        rows = [(sample[0] - t0, sample[3] / 1024) for sample in result["rss_samples"] if sample[1] == slot]
         memory.plot([r[0] for r in rows], [r[1] for r in rows], label=f"w{slot} RSS", linewidth=0.8)
     memory.set_ylabel("MiB")
     memory.set_xlabel("seconds since the load began")

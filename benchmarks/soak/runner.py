@@ -46,8 +46,9 @@ class _RssSampler:
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
         self._stop = threading.Event()
-        # (time, slot, node, KiB), appended by the sampler thread only; read after stop().
-        self.samples: list[tuple[float, int, str, int]] = []
+        # (time, slot, node, KiB with the pool, KiB of the worker process), appended by the
+        # sampler thread only; read after stop().
+        self.samples: list[tuple[float, int, str, int, int]] = []
         self._thread = threading.Thread(target=self._run, name="soak-rss", daemon=True)
 
     def start(self) -> None:
@@ -60,7 +61,7 @@ class _RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             now = time.time()
-            self.samples.extend((now, slot, node, kib) for slot, node, kib in self._fleet.memory())
+            self.samples.extend((now, *row) for row in self._fleet.memory())
             self._stop.wait(RSS_EVERY)
 
 
@@ -177,32 +178,39 @@ def _morgue_jobs(settings: plan.Settings) -> list[str]:
     return jobs
 
 
-def _rss_summary(samples: list[tuple[float, int, str, int]]) -> dict[str, dict[str, float | None]]:
+def _rss_summary(samples: list[tuple[Any, ...]]) -> dict[str, dict[str, float | None]]:
     """Per worker slot: mean RSS (MiB, worker plus pool) in the first and in the last minute.
 
     Workers are killed and restarted during a soak, so a slot's first and last minute
     are often different processes. Each worker process (its own samples, named by the
     third field) is also judged on its own: its peak, and how much it grew from its
-    second minute (past start-up) to its end.
+    second minute (past start-up) to its end, with its pool and, where samples have
+    it (a fifth field), the worker process alone: the transport runs there, while
+    prefork pool processes run only the tasks.
     """
     summary: dict[str, dict[str, float | None]] = {}
     for slot in sorted({sample[1] for sample in samples}):
-        rows = [(at, kib) for at, s, _, kib in samples if s == slot]
+        rows = [(sample[0], sample[3]) for sample in samples if sample[1] == slot]
         first_at, last_at = rows[0][0], rows[-1][0]
         first = [kib for at, kib in rows if at - first_at < 60]
         last = [kib for at, kib in rows if last_at - at < 60]
         growth: list[float] = []
+        main_growth: list[float] = []
         peaks: list[int] = []
         for process in {sample[2] for sample in samples if sample[1] == slot}:
-            lived = [(at, kib) for at, s, p, kib in samples if s == slot and p == process]
-            peaks.append(max(kib for _, kib in lived))
-            settled = [kib for at, kib in lived if at - lived[0][0] >= 60]
+            lived = [sample for sample in samples if sample[1] == slot and sample[2] == process]
+            peaks.append(max(sample[3] for sample in lived))
+            settled = [sample for sample in lived if sample[0] - lived[0][0] >= 60]
             if len(settled) >= 2:
-                growth.append(settled[-1] - min(settled))
+                growth.append(settled[-1][3] - min(sample[3] for sample in settled))
+                if len(settled[0]) > 4:
+                    main_growth.append(settled[-1][4] - min(sample[4] for sample in settled))
         summary[f"w{slot}"] = {"first_minute_mib": round(sum(first) / len(first) / 1024, 1),
                                "last_minute_mib": round(sum(last) / len(last) / 1024, 1),
                                "peak_per_process_mib": round(max(peaks) / 1024, 1),
                                "largest_growth_mib": round(max(growth, default=0) / 1024, 1)}
+        if main_growth:
+            summary[f"w{slot}"]["largest_worker_process_growth_mib"] = round(max(main_growth) / 1024, 1)
     return summary
 
 

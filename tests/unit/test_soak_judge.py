@@ -138,6 +138,10 @@ def test_memory_is_judged_per_worker_process_past_its_first_minute():
     summary = _rss_summary(samples)["w0"]
     assert summary["peak_per_process_mib"] == 160.0
     assert summary["largest_growth_mib"] == 10.0  # w0g1: 150 → 160 after its start-up minute
+    assert "largest_worker_process_growth_mib" not in summary  # no worker-alone figures sampled
+    # With the worker process alone sampled too: its pool grows, the worker does not.
+    with_main = [(at, slot, node, kib, 100 * mib) for at, slot, node, kib in samples]
+    assert _rss_summary(with_main)["w0"]["largest_worker_process_growth_mib"] == 0.0
 
 
 def test_the_markdown_report_names_the_commit_and_shows_lost_early_and_unexplained():

@@ -71,6 +71,7 @@ from .priorities import Step, Steps
 from .pubsub import endpoint, rpc
 from .pubsub.admin import MORGUE_QUEUE, Admin, SubscriptionInfo
 from .pubsub.publisher import Publisher
+from .pubsub.settle_rpc import SettleRpcs
 from .stats import Stats, live_transports
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,8 @@ class Transport(virtual.Transport):
             publisher = Publisher(publisher_client, self.options, budget, self.stats)
             engine = Engine(subscriber_client, budget, self.options, self.stats, self.bury,
                             self.republish, on_stop=self.release_prefetched,
-                            pull_client=pull_client, emulator=emulator)
+                            pull_client=pull_client, emulator=emulator,
+                            settle_rpcs=SettleRpcs(subscriber_client.transport.grpc_channel))
             engine.start()
             self._parts = _Parts(publisher_client, subscriber_client, budget,
                                  Admin(self.project, self.options, publisher_client, subscriber_client,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from google.cloud import pubsub_v1
 
@@ -60,19 +61,22 @@ class Engine:
                  on_stop: Callable[[], None] = lambda: None,
                  pull_client: pubsub_v1.SubscriberClient | None = None, emulator: bool = False,
                  clock: Clock | None = None, start_pull: StartPull | None = None,
-                 launch: Callable[[EngineThread], None] = EngineThread.start) -> None:
+                 launch: Callable[[EngineThread], None] = EngineThread.start,
+                 settle_rpcs: Any = None) -> None:
         """`clock`, `start_pull` and `launch` (how a part's thread is started) are
         replaced by unit tests, which then drive each part step by step. `on_stop` runs on
         the stop thread once the worker is told to stop (:meth:`request_stop`). Pulls go
         through `pull_client`, a client of their own that the engine closes first when it
         closes: that ends every pull in flight, even one that cannot be cancelled alone
         (gevent, eventlet), so no pull outlives the connection. `emulator`: the clients
-        call an emulator, whose pulls are short and never cancelled (pubsub/pulls.py)."""
+        call an emulator, whose pulls are short and never cancelled (pubsub/pulls.py).
+        `settle_rpcs` sends acks and deadline changes (the subscriber's methods by default)."""
         self.options = options
         self.stats = stats
         self.clock = clock or Clock()
         self.inbox = Inbox()
-        self.settler = Settler(subscriber, budget, stats, self.crashed, options.ack_batch_bytes)
+        self.settler = Settler(subscriber, budget, stats, self.crashed, options.ack_batch_bytes,
+                               settle_rpcs)
         self.leaser = Leaser(self.settler, self.clock, stats, options.ack_deadline, options.max_lease,
                              self.crashed)
         self.timer = Timer(self.clock, self.crashed)

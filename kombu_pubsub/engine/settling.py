@@ -19,6 +19,7 @@ import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
@@ -66,9 +67,12 @@ class Settler(EngineThread):
     """Owns the thread that sends acknowledge / modify_ack_deadline requests."""
 
     def __init__(self, subscriber: pubsub_v1.SubscriberClient, budget: rpc.Budget, stats: Stats,
-                 on_crash: Callable[[BaseException], None], batch_bytes: int = 400_000) -> None:
+                 on_crash: Callable[[BaseException], None], batch_bytes: int = 400_000,
+                 rpcs: Any = None) -> None:
+        """`rpcs` sends the requests: anything with the client's ``acknowledge`` and
+        ``modify_ack_deadline`` (pubsub/settle_rpc.py); the client itself by default."""
         super().__init__(THREAD_NAME, on_crash)
-        self._subscriber = subscriber
+        self._subscriber = rpcs or subscriber
         self._budget = budget
         self._stats = stats
         self._batch_bytes = batch_bytes

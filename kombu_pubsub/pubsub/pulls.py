@@ -23,6 +23,8 @@ its last one to end (its messages are given back at once).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from typing import Any
 
 import grpc
@@ -38,6 +40,43 @@ PULL_METHOD = "/google.pubsub.v1.Subscriber/Pull"
 #: second before a pull's deadline (at once under one second, which would make an
 #: idle puller spin), so this keeps an idle queue at about one pull a second.
 EMULATOR_PULL_TIMEOUT = 2.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PulledMessage:
+    """The parts of a pulled message the engine reads (as ``ReceivedMessage.message`` names them)."""
+
+    data: bytes
+    attributes: dict[str, str]
+    publish_time: datetime.datetime | None
+    message_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Received:
+    """One message a pull brought: the fields of a ``ReceivedMessage`` the engine reads.
+
+    Read straight from the protobuf response: the client library's proto-plus
+    wrappers cost about ten times as much CPU per message (each field access
+    converts), and a busy worker pulls thousands of messages a second.
+    """
+
+    ack_id: str
+    delivery_attempt: int
+    message: PulledMessage
+
+
+def _received(response: Any) -> list[Received]:
+    """The messages of a raw ``PullResponse`` protobuf."""
+    items = []
+    for item in response.received_messages:
+        message = item.message
+        published = (message.publish_time.ToDatetime(tzinfo=datetime.UTC)
+                     if message.HasField("publish_time") else None)
+        items.append(Received(item.ack_id, item.delivery_attempt,
+                              PulledMessage(message.data, dict(message.attributes), published,
+                                            message.message_id)))
+    return items
 
 
 class PullCall:
@@ -62,7 +101,7 @@ class PullCall:
             if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return []
             raise gexc.from_grpc_error(exc) from exc
-        return list(response.received_messages)
+        return _received(response)
 
     def cancel(self) -> None:
         """End the pull now (any thread); messages it had not returned stay on the subscription.
@@ -120,6 +159,6 @@ def _pull_stub(subscriber: pubsub_v1.SubscriberClient) -> Any:
     if stub is None:
         stub = subscriber._transport.grpc_channel.unary_unary(
             PULL_METHOD, request_serializer=pubsub_v1.types.PullRequest.serialize,
-            response_deserializer=pubsub_v1.types.PullResponse.deserialize)
+            response_deserializer=pubsub_v1.types.PullResponse.pb().FromString)
         subscriber._kombu_pubsub_pull = stub
     return stub

@@ -17,43 +17,13 @@ from kombu_pubsub.options import TransportOptions
 from kombu_pubsub.pubsub.publish_rpc import PUBLISH_METHOD, PublishRpc
 from kombu_pubsub.pubsub.publisher import Publisher
 from kombu_pubsub.pubsub.rpc import Budget
+from tests.unit.grpc_fakes import FakeRpcError
 
 TOPIC = "projects/p/topics/jobs"
 THREADS = 8
 #: How long the threads wait for each other inside the fake RPC: far beyond what
 #: starting 8 threads takes, and what makes a serialized publish fail the test.
 MEET_WITHIN = 5.0
-
-
-class FakeRpcError(grpc.RpcError, grpc.Call):
-    """What a failed unary call raises: an RpcError that is also the call (code, details)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-    def trailing_metadata(self) -> None:
-        return None
-
-    def initial_metadata(self) -> None:
-        return None
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: object) -> bool:
-        return False
 
 
 def publisher_with(call: object, rpc_timeout: float = 20.0) -> Publisher:

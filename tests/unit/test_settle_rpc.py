@@ -10,32 +10,7 @@ from google.pubsub_v1.types import pubsub
 
 from kombu_pubsub.pubsub import rpc
 from kombu_pubsub.pubsub.settle_rpc import ACKNOWLEDGE_METHOD, MODIFY_METHOD, SettleRpcs
-
-
-class _Unavailable(grpc.RpcError, grpc.Call):
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return "down"
-
-    def initial_metadata(self):  # noqa: ANN201 - grpc.Call's interface
-        return ()
-
-    def trailing_metadata(self):  # noqa: ANN201
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback) -> bool:  # noqa: ANN001
-        return False
+from tests.unit.grpc_fakes import FakeRpcError
 
 
 class FakeChannel:
@@ -50,7 +25,7 @@ class FakeChannel:
             self.calls.append((method, request_serializer(request), timeout, tuple(metadata)))
             if self.failures:
                 self.failures -= 1
-                raise _Unavailable()
+                raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
             return response_deserializer(b"")
         return call
 

@@ -84,8 +84,35 @@ class Emulator:
             log.close()
 
     def pause(self) -> None:
-        """Make Pub/Sub unreachable without losing its state (SIGSTOP the emulator's processes)."""
+        """Make Pub/Sub unreachable without losing its state (SIGSTOP the emulator's processes).
+
+        Returns once the kernel shows every process of the emulator stopped: a test that
+        publishes right after must find it unreachable.
+        """
         self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5.0
+        while not self._all_stopped():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the emulator on {self.host} did not stop within 5 s of SIGSTOP")
+            time.sleep(0.02)
+
+    def _all_stopped(self) -> bool:
+        """True when every live process in the emulator's process group is stopped (state T)."""
+        if self.process is None:
+            return True
+        group = self.process.pid
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            state, pgid = fields[0], int(fields[2])
+            if pgid == group and state not in ("T", "t", "Z", "X"):
+                return False
+        return True
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT)

@@ -161,7 +161,10 @@ def test_the_demo_keeps_up_and_the_tour_jobs_run_on_time(tmp_path):
     assert max(oldest for _, _, oldest in loaded) < 3.0, lines
     assert max(backlog for _, backlog, _ in loaded[-5:]) <= 15, lines
     assert "FALLING BEHIND" not in output
-    assert re.search(rf"status at exit: sent {spawned + 2} \|", output), output[-2000:]
+    # The spawner counts the delay() calls that returned: one it was making when SIGTERM came
+    # may have reached Pub/Sub too, so the status line can count one more.
+    counted = re.search(r"status at exit: sent (\d+) \|", output)
+    assert counted and spawned + 2 <= int(counted.group(1)) <= spawned + 3, output[-2000:]
     assert "demo: stopped; nothing it started is running" in output
     assert not survivors(members, 10) and not port_open("127.0.0.1", demo.port)
 

@@ -108,7 +108,7 @@ class Engine:
 
     def window(self, limit: Callable[[], int]) -> Window:
         """A channel's prefetch window; `limit` reads its prefetch count."""
-        return Window(limit, self.inbox.ring_if_waiting)
+        return Window(limit, self.inbox.ring_if_waiting, ahead_cap=self.options.pull_max_messages)
 
     # -- consumers (the consuming thread) ------------------------------------------------
     def consume(self, consumer: Consumer) -> None:

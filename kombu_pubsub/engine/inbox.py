@@ -10,7 +10,18 @@ hub can poll it (Celery's, gevent's, eventlet's), and ringing it is one
 Room in a channel's window is taken when a message arrives, never reserved
 ahead: a pull waiting on a quiet queue holds no room that a busy queue needs.
 A message is handed to Celery only while its channel is under the prefetch
-limit; until then it waits here, leased. Among one queue's waiting messages
+limit; until then it waits here, leased.
+
+A busy channel may also keep a few messages waiting beyond its prefetch limit
+(Pace): what Celery takes in about two pull round trips. Otherwise Celery, its
+window full of messages just handed over, would wait a round trip each time
+it makes room, and each pull would bring the one or two messages that room
+holds: on a worker with a small window (``-c 2``: 8) the drain rate was bound
+by pull round trips, and the emulator, paying about a millisecond of CPU per
+pull, took as much CPU as the worker. Counting on the consumption rate
+keeps the extra small where tasks are long: a worker running minute-long
+tasks keeps nothing beyond its window, so ``worker_prefetch_multiplier=1``
+still spreads long tasks across workers. Among one queue's waiting messages
 the highest priority step goes first (its rank, priorities.py); across
 queues, arrival order holds, so a busy queue with priorities never holds back
 another queue's older messages.
@@ -20,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import posix
 import select
 from collections import deque
@@ -104,16 +116,68 @@ class Doorbell:
                 pass
 
 
+class Pace:
+    """How many messages a channel may keep waiting beyond its prefetch limit (module docstring).
+
+    ``ahead`` is what Celery takes in HORIZON_RTTS pull round trips, or in MIN_HORIZON
+    seconds if that is longer, at most `cap`. The rate is of messages handed to Celery,
+    sampled every RATE_SAMPLE seconds; the round trip is of pulls that brought all they
+    asked for (the others may have waited on the server for messages to arrive).
+    """
+
+    #: Round trips of consumption kept waiting: one covers the pull in flight, one more
+    #: lets pulls ask for half of it at a time (Window.wait_for_room).
+    HORIZON_RTTS = 2.0
+    #: At least this much consumption, seconds: bounds a busy channel to about
+    #: 1 / (MIN_HORIZON / 2) pulls a second however fast the round trip.
+    MIN_HORIZON = 0.02
+    RATE_SAMPLE = 0.1
+    #: Weight of a new sample in the moving averages.
+    RATE_WEIGHT = 0.5
+    RTT_WEIGHT = 0.2
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.ahead = 0
+        self.rate = 0.0
+        self.rtt = 0.0
+        self._taken = 0
+        self._since: float | None = None
+        self._taken_since = 0
+
+    def took(self, count: int = 1) -> None:
+        """Celery was handed `count` messages (the caller holds the window's lock)."""
+        self._taken += count
+
+    def pulled(self, now: float, rtt: float | None) -> int:
+        """A pull came back at monotonic `now`; `rtt`: its round trip if it brought all it
+        asked for, else None. Returns the new ``ahead``."""
+        if rtt is not None:
+            self.rtt = rtt if not self.rtt else self.rtt + self.RTT_WEIGHT * (rtt - self.rtt)
+        if self._since is None:
+            self._since, self._taken_since = now, self._taken
+        elif now - self._since >= self.RATE_SAMPLE:
+            rate = (self._taken - self._taken_since) / (now - self._since)
+            self.rate = rate if not self.rate else self.rate + self.RATE_WEIGHT * (rate - self.rate)
+            self._since, self._taken_since = now, self._taken
+        horizon = max(self.HORIZON_RTTS * self.rtt, self.MIN_HORIZON)
+        self.ahead = min(self.cap, math.floor(self.rate * horizon))
+        return self.ahead
+
+
 class Window:
     """One channel's share of Celery's prefetch: what waits in the inbox and what Celery holds.
 
     `limit` returns the channel's prefetch count (0: no limit), read on each use
-    since Celery changes it (autoscale, QoS updates).
+    since Celery changes it (autoscale, QoS updates). `ahead_cap`: most messages
+    that may wait beyond it (Pace).
     """
 
-    def __init__(self, limit: Callable[[], int], on_room: Callable[[], None]) -> None:
+    def __init__(self, limit: Callable[[], int], on_room: Callable[[], None],
+                 ahead_cap: int = 0) -> None:
         self._limit = limit
         self._on_room = on_room
+        self.pace = Pace(ahead_cap)
         # Guards the counts; notified when room was made or pullers must look again.
         self._cond = os_threading().Condition()
         self._waiting = 0
@@ -121,11 +185,12 @@ class Window:
         self._waiting_ranked: dict[int, int] = {}
         self._with_celery: dict[Any, Delivery] = {}
 
-    def free(self, rank: int = 0, lookahead: int = 0) -> int | None:
+    def free(self, rank: int = 0, lookahead: int | None = None) -> int | None:
         """How many more messages may arrive for this channel; None when there is no limit.
 
-        For a priority step of rank `rank`, only waiting messages of that rank or higher
-        count, and `lookahead` more may wait (pulling.py).
+        `lookahead` more than the limit may wait, by default the pace's ``ahead``. For a
+        priority step of rank `rank`, only waiting messages of that rank or higher count
+        (pulling.py).
         """
         with self._cond:
             return self.free_locked(rank, lookahead)
@@ -135,23 +200,34 @@ class Window:
         limit = self._limit()
         return not limit or len(self._with_celery) < limit
 
-    def wait_for_room(self, timeout: float, rank: int = 0, lookahead: int = 0) -> bool:
-        """Puller thread: wait until there is room (or a wake-up); True if there is room."""
+    def wait_for_room(self, timeout: float, rank: int = 0, lookahead: int | None = None) -> bool:
+        """Puller thread: wait until there is room (or a wake-up); True if there is room.
+
+        While messages of this channel wait for Celery, a pull waits for room for half of
+        what may wait beyond the limit (Pace), so pulls come fewer and fuller; Celery has
+        those waiting messages to take meanwhile.
+        """
         with self._cond:
             free = self.free_locked(rank, lookahead)
-            if free is not None and free <= 0:
+            if free is not None and free < self._needed_locked(lookahead):
                 self._cond.wait(timeout)
                 free = self.free_locked(rank, lookahead)
-            return free is None or free > 0
+            return free is None or free >= self._needed_locked(lookahead)
 
-    def free_locked(self, rank: int = 0, lookahead: int = 0) -> int | None:
+    def _needed_locked(self, lookahead: int | None) -> int:
+        if lookahead is not None or not self._waiting:
+            return 1
+        return max(1, self.pace.ahead // 2)
+
+    def free_locked(self, rank: int = 0, lookahead: int | None = None) -> int | None:
         limit = self._limit()
         if not limit:
             return None
         waiting = self._waiting
         if rank:
             waiting = sum(count for ranked, count in self._waiting_ranked.items() if ranked >= rank)
-        return limit + lookahead - len(self._with_celery) - waiting
+        extra = self.pace.ahead if lookahead is None else lookahead
+        return limit + extra - len(self._with_celery) - waiting
 
     def arrived(self, count: int, rank: int = 0) -> None:
         with self._cond:
@@ -172,6 +248,7 @@ class Window:
         """A waiting message went to Celery; `held` until settled (no_ack: not held)."""
         with self._cond:
             self._count(-1, delivery.rank)
+            self.pace.took()
             if held:
                 self._with_celery[delivery.tag] = delivery
             else:
@@ -198,6 +275,11 @@ class Window:
     def unsettled(self) -> list[Delivery]:
         with self._cond:
             return list(self._with_celery.values())
+
+    def pulled(self, now: float, rtt: float | None) -> None:
+        """A pull for this channel came back (Pace.pulled)."""
+        with self._cond:
+            self.pace.pulled(now, rtt)
 
     def pause(self, timeout: float) -> None:
         """Puller thread: wait for a wake-up (or `timeout` seconds)."""

@@ -6,7 +6,9 @@ nothing back from a busy one, so every queue's next message starts within
 about one pull round trip, whatever the number of queues. Each pull asks for
 the free room shared among the channel's busy queues (at least one message),
 so a burst on many queues overshoots the prefetch by at most a few messages,
-which wait in the inbox, leased.
+which wait in the inbox, leased. The room counts what a busy channel may keep
+waiting beyond its prefetch (inbox.Pace), and each pull times its round trip
+for it.
 
 A queue with priorities has one puller per priority step (priorities.py),
 all sharing the channel's window. As Redis polls a queue's steps in order, a
@@ -105,8 +107,9 @@ class Consumer:
     not race and a lower step's message never starts before a higher one's that was waiting."""
 
     @property
-    def lookahead(self) -> int:
-        return LOOKAHEAD if self.ranked else 0
+    def lookahead(self) -> int | None:
+        """How many may wait beyond the window for this consumer: None for the window's pace."""
+        return LOOKAHEAD if self.ranked else None
 
 
 class Puller(EngineThread):
@@ -171,6 +174,7 @@ class Puller(EngineThread):
                 return False
             probing = consumer.ranked and consumer.probing
             timeout = min(PROBE_TIMEOUT, self._pull_timeout) if probing else self._pull_timeout
+            started = self._clock.monotonic()
             call = self._call = self._start_pull(consumer.subscription.path, ask, timeout)
         try:
             received = call.received()
@@ -181,6 +185,8 @@ class Puller(EngineThread):
                 self._call = None
         if received is None:  # cancelled
             return not self.stopped
+        now = self._clock.monotonic()
+        consumer.window.pulled(now, now - started if received and len(received) >= ask else None)
         self._failing_since = None
         was_busy, self.consumer.busy = self.consumer.busy, len(received)
         consumer.probing = False

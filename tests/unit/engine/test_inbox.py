@@ -7,7 +7,7 @@ import select
 
 import pytest
 
-from kombu_pubsub.engine.inbox import Delivery, Inbox, Window
+from kombu_pubsub.engine.inbox import Delivery, Inbox, Pace, Window
 from kombu_pubsub.errors import BrokerUnavailableError
 
 
@@ -145,3 +145,53 @@ def test_a_step_counts_only_waiting_messages_of_its_rank_or_higher_plus_its_look
     assert window.free(rank=2, lookahead=1) == 2      # now with Celery instead of waiting
     assert [item.tag for item in inbox.remove(lambda item: True)] == [1, 2]
     assert window.free(rank=0, lookahead=1) == 2
+
+
+def test_the_pace_keeps_two_pull_round_trips_of_what_celery_takes():
+    pace = Pace(cap=100)
+    assert pace.pulled(now=0.0, rtt=0.010) == 0  # nothing taken yet
+    pace.took(100)
+    assert pace.pulled(now=0.1, rtt=0.010) == 20  # 1,000/s for 2 × 10 ms
+    pace.took(100)
+    assert pace.pulled(now=0.2, rtt=0.035) == 30  # round trip 10 → 15 ms (moving average)
+    pace.took(100)
+    assert pace.pulled(now=0.3, rtt=None) == 30  # a pull that may have waited is no sample
+
+
+def test_the_pace_counts_at_least_twenty_milliseconds_and_at_most_its_cap():
+    pace = Pace(cap=25)
+    pace.pulled(now=0.0, rtt=0.001)
+    pace.took(500)
+    assert pace.pulled(now=0.1, rtt=0.001) == 25  # 5,000/s × 20 ms = 100, capped
+    fast = Pace(cap=100)
+    fast.pulled(now=0.0, rtt=0.001)
+    fast.took(100)
+    assert fast.pulled(now=0.1, rtt=0.001) == 20  # 1,000/s × 20 ms, not × 2 ms
+
+
+def test_long_tasks_keep_nothing_beyond_the_window():
+    # Minute-long tasks on 32 threads: Celery takes about one message a second.
+    pace = Pace(cap=100)
+    pace.pulled(now=0.0, rtt=0.05)
+    for second in range(1, 60):
+        pace.took(1)
+        assert pace.pulled(now=float(second), rtt=0.05) == 0
+
+
+def test_while_messages_wait_a_pull_waits_for_room_for_half_the_pace(inbox):
+    window = Window(lambda: 4, inbox.ring_if_waiting, ahead_cap=100)
+    window.pace.ahead = 10
+    assert window.free() == 14
+    inbox.put_many([delivery(window, tag) for tag in range(1, 11)])
+    assert window.free() == 4 and not window.wait_for_room(0.0)  # 4 < 10 / 2, and 10 wait
+    for _ in range(4):
+        window.handed(inbox.take(), held=True)
+    assert inbox.take() is None  # Celery never holds more than its window
+    assert window.free() == 4 and not window.wait_for_room(0.0)
+    window.settled(1)
+    assert window.free() == 5 and window.wait_for_room(0.0)
+    inbox.remove(lambda item: True)  # nothing waits: any room will do
+    for tag in (2, 3, 4):
+        window.settled(tag)
+    window.pace.ahead = 0
+    assert window.free() == 4 and window.wait_for_room(0.0)

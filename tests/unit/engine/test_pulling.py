@@ -187,13 +187,40 @@ def test_the_best_message_is_waiting_when_celery_makes_room(engine, pulls):
     assert engine.inbox.take().ack_id == "high-2"
 
 
-def test_a_queue_without_priorities_keeps_its_window_exact(engine, pulls):
+def test_a_queue_without_priorities_keeps_its_window_exact_until_celery_takes_messages_fast(
+        engine, pulls):
     consumer = consumer_for(engine, limit=1)
     puller = consume(engine, consumer)
     pulls.answer([received("a", envelope())])
     puller.step()
-    assert consumer.lookahead == 0 and consumer.window.free() == 0
+    assert consumer.lookahead is None and consumer.window.free() == 0
     assert puller.name == "kombu-pubsub-puller-jobs"
+
+
+def test_a_busy_channel_pulls_about_two_round_trips_ahead_and_celery_still_gets_its_window(
+        engine, pulls, clock):
+    consumer = consumer_for(engine, limit=4)
+    puller = consume(engine, consumer)
+    tags = iter(range(10_000))
+    # Celery takes each pull's 4 messages at once; a pull's round trip is 1 ms.
+    for _ in range(120):
+        asked = puller.ask()
+        pulls.answer([received(f"m{next(tags)}", envelope()) for _ in range(asked)],
+                     while_waiting=lambda: clock.advance(0.001))
+        puller.step()
+        while (delivery := engine.inbox.take()) is not None:
+            consumer.window.handed(delivery, held=True)
+            engine.settle(consumer.window.settled(delivery.tag), ack=True)
+    # 4,000 a second for 20 ms (the round trip is shorter): 80 may wait beyond the window.
+    assert consumer.window.pace.ahead == 80
+    assert puller.ask() == 84 and pulls.calls[-1].max_messages == 84
+    pulls.answer([received(f"m{next(tags)}", envelope()) for _ in range(84)])
+    puller.step()
+    taken = []
+    while (delivery := engine.inbox.take()) is not None:
+        consumer.window.handed(delivery, held=True)
+        taken.append(delivery)
+    assert len(taken) == 4 and len(engine.inbox) == 80 and len(engine.leaser) == 84
 
 
 def test_a_step_waits_while_a_higher_step_brings_messages_and_pulls_once_it_comes_back_empty(

@@ -93,3 +93,31 @@ def test_requests_are_split_by_bytes_and_by_count(count, size, max_bytes, expect
     parts = chunks(ids, max_bytes)
     assert [len(part) for part in parts] == expected
     assert [ack_id for part in parts for ack_id in part] == ids
+
+
+def test_a_busy_settler_gathers_for_a_linger_after_the_first_so_requests_grow(settler, subscriber):
+    for ack_id in ("a", "b"):  # more than one waiting: busy
+        settler.ack(SUBSCRIPTION, ack_id)
+    flush(settler)
+    # Settles arriving while it lingers join the batch (each arrives as the clock is read).
+    arrivals = iter([(0.0, None), (0.002, "c"), (0.004, "d"), (0.009, "e"), (0.011, None)])
+
+    def monotonic() -> float:
+        now, arriving = next(arrivals)
+        if arriving:
+            settler.ack(SUBSCRIPTION, arriving)
+        return now
+
+    settler.monotonic = monotonic
+    settler.ack(SUBSCRIPTION, "first")
+    batch, stopping = settler.gather(block=True)
+    assert [settle.ack_id for settle in batch] == ["first", "c", "d", "e"] and not stopping
+    settler.send(batch)
+    assert sent(subscriber)[-1] == ("ack", ["first", "c", "d", "e"], -1)
+
+
+def test_an_idle_settler_sends_a_lone_ack_at_once(settler, subscriber):
+    settler.monotonic = lambda: pytest.fail("an idle settler must not linger")
+    settler.ack(SUBSCRIPTION, "lone")
+    flush(settler)
+    assert sent(subscriber) == [("ack", ["lone"], -1)]

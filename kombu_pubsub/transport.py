@@ -171,7 +171,8 @@ class Transport(virtual.Transport):
                 raise missing_credentials(exc, self.endpoint.describe()) from None
             emulator = self.endpoint.emulator
             budget = rpc.budget_for(self.endpoint.target, self.project, self.options.rpc_timeout)
-            publisher = Publisher(publisher_client, self.options, budget, self.stats)
+            publisher = Publisher(publisher_client, self.options, budget, self.stats,
+                                  route=self.endpoint)
             engine = Engine(subscriber_client, budget, self.options, self.stats, self.bury,
                             self.republish, on_stop=self.release_prefetched,
                             pull_client=pull_client, emulator=emulator,

@@ -9,12 +9,13 @@ Python work: the threads wait for each other there, not for Pub/Sub. Here a
 call is one ``grpc`` unary call (which waits for Pub/Sub with the GIL released)
 plus the retry of transient errors within the deadline, as the generated method
 does it (rpc.retry_within), with the same request and routing header.
+Publishes to one topic made at the same moment share a request (convoy.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import grpc
@@ -23,7 +24,7 @@ from google.api_core.gapic_v1 import routing_header
 from google.pubsub_v1.services.publisher.transports.base import DEFAULT_CLIENT_INFO
 from google.pubsub_v1.types import pubsub
 
-from . import rpc
+from . import convoy, rpc
 
 #: The method's full name on the wire (google/pubsub/v1/pubsub.proto).
 PUBLISH_METHOD = "/google.pubsub.v1.Publisher/Publish"
@@ -49,20 +50,33 @@ class PublishRpc:
     building the same entry twice.
     """
 
-    def __init__(self, channel: grpc.Channel) -> None:
-        """`channel`: the PublisherClient's ``transport.grpc_channel`` (its credentials included)."""
+    def __init__(self, channel: grpc.Channel, route: Hashable | None = None,
+                 convoys: convoy.Convoys | None = None) -> None:
+        """`channel`: the PublisherClient's ``transport.grpc_channel`` (its credentials included).
+
+        `route` names the endpoint the channel reaches: publishes of every PublishRpc with
+        the same route share requests (convoy.py); None shares only this one's.
+        """
         self._call: UnaryCall = channel.unary_unary(
             PUBLISH_METHOD, request_serializer=_Request.SerializeToString,
             response_deserializer=_Response.FromString)
         self._client_header = DEFAULT_CLIENT_INFO.to_grpc_metadata()
         self._metadata: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._route = route if route is not None else ("rpc", id(self))
+        self._convoys = convoys or convoy.shared()
 
     def __call__(self, topic_path: str, data: bytes, attributes: Mapping[str, str], deadline: float) -> None:
         """One message to `topic_path`; transient errors retried until `deadline` seconds have passed.
 
         Raises google.api_core's GoogleAPICallError (or RetryError), as the generated method does.
         """
-        request = _Request(topic=topic_path, messages=[_Message(data=data, attributes=attributes)])
+        message = _Message(data=data, attributes=attributes)
+        self._convoys.send((self._route, topic_path), message, convoy.request_bytes(data, attributes),
+                           deadline, lambda messages, left: self.send_request(topic_path, messages, left))
+
+    def send_request(self, topic_path: str, messages: list[Any], deadline: float) -> None:
+        """One Publish request carrying `messages` (plain protobuf), retried within `deadline` s."""
+        request = _Request(topic=topic_path, messages=messages)
         metadata = self._metadata_for(topic_path)
         ends = time.monotonic() + deadline
 

@@ -1,8 +1,9 @@
 """Publishing: awaited by default (Pub/Sub accepted it before delay() returns), or fast.
 
-Awaited: one synchronous Publish RPC per message (publish_rpc.py), no batching
-thread and no lock in the way, so threads publishing at once wait only for
-Pub/Sub; transient errors retried until ``rpc_timeout``, then PublishError.
+Awaited: a synchronous Publish RPC (publish_rpc.py), no batching thread in the
+way: a message published alone goes out at once, and threads publishing to one
+topic at once share requests (convoy.py); transient errors retried until
+``rpc_timeout``, then PublishError.
 Fast (``fast_publish``): the client library's batcher; futures are tracked so
 close() and interpreter exit flush them, and failures are logged and counted.
 """
@@ -14,6 +15,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Hashable
 from concurrent import futures
 
 from google.api_core import exceptions as gexc
@@ -35,10 +37,13 @@ class Publisher:
     """Sends encoded messages to topics for one connection."""
 
     def __init__(self, client: pubsub_v1.PublisherClient, options: TransportOptions,
-                 budget: rpc.Budget, stats: Stats | None = None, send: PublishRpc | None = None) -> None:
-        """`send` makes the awaited Publish RPC; by default on `client`'s own gRPC channel."""
+                 budget: rpc.Budget, stats: Stats | None = None, send: PublishRpc | None = None,
+                 route: Hashable | None = None) -> None:
+        """`send` makes the awaited Publish RPC; by default on `client`'s own gRPC channel,
+        sharing requests with the process's other publishers of the same `route` (the
+        endpoint; publish_rpc.py)."""
         self._client = client
-        self._send = send or PublishRpc(client.transport.grpc_channel)
+        self._send = send or PublishRpc(client.transport.grpc_channel, route)
         self._stats = stats or Stats()
         self._options = options
         self._budget = budget

@@ -168,3 +168,32 @@ def test_a_new_connection_in_an_outage_shorter_than_the_publish_timeout_waits_an
         queue.close()
     assert 5 < elapsed < 20, elapsed
     assert got == [0, 2]
+
+
+PRODUCE_FROM_8_THREADS_AND_EXIT = """
+import os, threading
+from kombu_pubsub.pubsub import convoy
+
+def send(thread):
+    for i in range(50):
+        record.delay(f"t{thread}-{i}")
+
+threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("REQUESTS", convoy.shared().requests, flush=True)
+os._exit(0)  # only what Pub/Sub accepted survives
+"""
+
+
+def test_threads_delaying_at_once_share_requests_and_every_task_arrives_once(
+        e2e_env, project, subscriber_client):
+    done = run_producer(e2e_env, PRODUCE_FROM_8_THREADS_AND_EXIT)
+    assert done.returncode == 0, done.stderr
+    messages = pull_all(subscriber_client, f"projects/{project}/subscriptions/e2e")
+    args = sorted(json.loads(message.message.data)["headers"]["argsrepr"] for message in messages)
+    assert args == sorted(repr((f"t{thread}-{i}",)) for thread in range(8) for i in range(50))
+    requests = int(done.stdout.split("REQUESTS")[1].split()[0])
+    assert requests < 400  # some publishes shared a request

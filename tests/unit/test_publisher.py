@@ -38,9 +38,10 @@ def publisher_with(call: object, rpc_timeout: float = 20.0) -> Publisher:
     return publisher
 
 
-def test_threads_publishing_at_once_are_all_inside_the_rpc_together():
+def test_threads_publishing_to_different_topics_at_once_are_all_inside_the_rpc_together():
     # Each fake RPC returns only once all THREADS calls are inside it at the same time:
     # a lock or a single-file queue anywhere on the way makes the barrier time out.
+    # (Publishes to one topic share requests instead: test_convoy.py.)
     inside = threading.Barrier(THREADS, timeout=MEET_WITHIN)
     requests = []
 
@@ -53,7 +54,7 @@ def test_threads_publishing_at_once_are_all_inside_the_rpc_together():
 
     def send(index: int) -> None:
         try:
-            publisher.publish(TOPIC, b"message %d" % index, {"task": "t.job"})
+            publisher.publish(f"{TOPIC}-{index}", b"message %d" % index, {"task": "t.job"})
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             errors.append(exc)
 

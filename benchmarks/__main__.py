@@ -22,12 +22,14 @@ Scenarios (``--only``, repeatable, comma-separated or prefixes):
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from . import chart, countdown, crash, gcpubsub_compat, many_queues, report, scenarios, targets
 from .emulator import Emulator
@@ -93,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path,
                         help="results JSON (default docs/results/benchmarks.json, with its .md table "
                              "and .png chart next to it; benchmarks/results/smoke.json with --smoke)")
+    parser.add_argument("--baseline", type=Path,
+                        help="an earlier results JSON to compare kombu_pubsub's figures with "
+                             "(default: the output file as it was before this run; none with --smoke)")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the work dir with worker/producer logs")
     return parser
@@ -226,8 +231,20 @@ def _report_last(done: list[scenarios.Measurement]) -> None:
         if m.error:
             _log(f"  {m.scenario} {m.label}: FAILED {m.error.splitlines()[0]}")
         else:
-            shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in m.figures.items()}
+            shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in m.figures.items()
+                     if not isinstance(v, list)}
             _log(f"  {m.scenario} {m.label}: {shown}")
+
+
+def _previous(path: Path | None) -> dict[str, Any] | None:
+    """An earlier results file to compare with (its figures are read before this run
+    overwrites it), or None."""
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if not system_keys or not system_keys <= {system.key for system in SYSTEMS}:
         raise SystemExit(f"--systems takes kombu_pubsub and/or gcpubsub, not {args.systems!r}")
     output = args.output or (RESULTS_DIR / "smoke.json" if args.smoke else DOCS_RESULTS / "benchmarks.json")
+    previous = _previous(args.baseline or (None if args.smoke else output))
     workdir = Path(tempfile.mkdtemp(prefix="bench-run-"))
     measurements: list[scenarios.Measurement] = []
     try:
@@ -257,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     git = report.git_info()
     header = {"date": report.now_iso(), "git": git, "repeats": settings.repeats, "smoke": args.smoke, **meta}
     goals = targets.targets(rows)
-    table = report.markdown(rows, header, goals)
+    table = report.markdown(rows, header, goals, previous)
     report.write_json(output, {
         "date": header["date"], "git": git, "smoke": args.smoke, "scenarios": sorted(tokens),
         "settings": settings.to_json(), "environment": meta, "summary": rows, "targets": goals,

@@ -14,7 +14,7 @@ from typing import Any
 
 from .procs import REPO_ROOT
 from .scenarios import Measurement
-from .stats import summary
+from .stats import percentile, summary
 from .systems import CELERY_MEMORY, GCPUBSUB, KOMBU_PUBSUB
 
 #: Figures shown in the table per scenario kind: (key, unit, higher is better).
@@ -89,6 +89,11 @@ def summarize(measurements: Sequence[Measurement]) -> list[dict[str, Any]]:
             "errors": [m.error for m in group if m.error],
             "figures": {key: value for key, value in figures.items() if value is not None},
         }
+        pooled = sorted(sample for m in group if m.error is None
+                        for sample in m.figures.get("latencies_ms") or ())
+        if pooled:  # every repeat's samples together: one repeat's p50 scatters by several ms
+            row["pooled"] = {"p50_ms": percentile(pooled, 50), "p99_ms": percentile(pooled, 99),
+                             "samples": len(pooled)}
         if any("over_cap" in m.figures for m in group):
             row["over_cap_repeats"] = sum(1 for m in group if m.error is None and m.figures.get("over_cap"))
         rows.append(row)
@@ -120,9 +125,10 @@ def _cell(fig: dict[str, float] | None, unit: str) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any],
-             target_rows: Sequence[dict[str, str]] = ()) -> str:
+             target_rows: Sequence[dict[str, str]] = (), previous: dict[str, Any] | None = None) -> str:
     """The Markdown tables (docs/results/benchmarks.md): targets met/missed, then system,
-    scenario, figure, ratio kombu_pubsub/gcpubsub."""
+    scenario, figure, ratio kombu_pubsub/gcpubsub; then, given an earlier results file,
+    kombu_pubsub's headline figures against it."""
     load = header.get("load_before"), header.get("load_after")
     lines = [
         f"Benchmark {header['date']} at `{header['git']['rev']}`"
@@ -190,7 +196,40 @@ def markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any],
     notes[:0] = _enqueue_notes(rows)
     for note in notes:
         lines.append(f"- {note}")
+    if previous:
+        lines.extend(["", *against(rows, previous)])
     return "\n".join(lines)
+
+
+#: A change smaller than this, either way, is read as noise on this machine.
+NOISE = 0.10
+
+
+def against(rows: Sequence[dict[str, Any]], previous: dict[str, Any]) -> list[str]:
+    """Markdown: each kombu_pubsub headline figure of `rows` next to the same figure in
+    `previous` (an earlier results JSON), with the change; [] if none is in both."""
+    then = {(row["scenario"], row["label"]): row for row in previous.get("summary", [])}
+    table = []
+    for row in rows:
+        old = then.get((row["scenario"], row["label"]))
+        if row["system"] != KOMBU_PUBSUB or old is None:
+            continue
+        for key, unit, higher in HEADLINE.get(kind_of(row["scenario"]), []):
+            before, now = median(old, key), median(row, key)
+            if not before or now is None:
+                continue
+            change = now / before - 1
+            verdict = ("same within noise" if abs(change) < NOISE
+                       else "better" if (change > 0) == higher else "**worse**")
+            table.append(f"| {row['label']} | {row['scenario']} | {unit} | {fmt(before)} | {fmt(now)} | "
+                         f"{change:+.0%} {verdict} |")
+    if not table:
+        return []
+    git = previous.get("git", {})
+    return [f"Against the run at `{git.get('rev', '?')}` ({str(previous.get('date', '?'))[:16]}), "
+            f"medians; a change under {NOISE:.0%} either way is read as noise:", "",
+            "| System | Scenario | Figure | then | now | change |", "| --- | --- | --- | --- | --- | --- |",
+            *table]
 
 
 def _load(load: list[float]) -> str:

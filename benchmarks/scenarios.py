@@ -266,7 +266,7 @@ def latency_floor(ctx: Context, repeat: int) -> Measurement:
             raise RuntimeError(f"only {len(latencies)}/{settings.latency_count} messages pulled")
         result.figures = {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
                           "max_ms": max(latencies), "mean_ms": statistics.fmean(latencies),
-                          "samples": len(latencies)}
+                          "samples": len(latencies), "latencies_ms": latencies}
     return result
 
 
@@ -289,5 +289,6 @@ def _latency(ctx: Context, worker: Worker, system: System, project: str) -> dict
         "max_ms": max(latencies),
         "mean_ms": statistics.fmean(latencies),
         "samples": len(latencies),
+        "latencies_ms": latencies,
         "publish_p50_ms": percentile([s * 1000 for s in out["publish_seconds"]], 50),
     }

@@ -11,8 +11,10 @@ once, as before: nothing waits for company.
 The caller whose request returned hands the next one to the first publish in
 line, which sends it on its own thread; so every caller returns as soon as its
 own message was accepted (or failed: then every message of that request fails
-alike, and each caller gets the error). Each message keeps its own deadline;
-a shared request gets the earliest of theirs.
+alike, and each caller gets the error). Each message keeps its own deadline:
+a shared request gets the earliest of theirs, and a publish still in line
+when its deadline passes leaves it with DeadlineExceeded, so no caller waits
+longer for a request ahead of it than it would for its own.
 
 Requests are grouped per ``(route, topic)``: a route names one endpoint (the
 connection's target and credentials), so messages of several connections to
@@ -26,6 +28,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
+
+from google.api_core import exceptions as gexc
 
 from ..pools import environment, os_threading
 
@@ -87,12 +91,26 @@ class Convoys:
                 line.append(rider)
                 batch = None
         if batch is None:
-            rider.done.wait()
+            if not rider.done.wait(max(0.0, rider.ends - self._clock())):
+                self._leave_line(key, rider)
+            rider.done.wait()  # taken into a request, bounded by this publish's deadline too
             batch = rider.lead
         if batch is not None:
             self._drive(key, batch, send_batch)
         if rider.error is not None:
             raise rider.error
+
+    def _leave_line(self, key: Hashable, rider: _Rider) -> None:
+        """The deadline passed while `rider` waited: out of the line with DeadlineExceeded,
+        unless a request took it meanwhile (that request ends within its deadline)."""
+        with self._lock:
+            line = self._lines.get(key)
+            if line is None or rider not in line:
+                return
+            line.remove(rider)
+        raise gexc.DeadlineExceeded(
+            "the publish waited for the request ahead of it to the same topic until its "
+            "deadline passed")
 
     def waiting(self, key: Hashable) -> int:
         """How many publishes wait for the next request of `key`."""

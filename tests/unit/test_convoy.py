@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from google.api_core import exceptions as gexc
 
 from kombu_pubsub.pubsub import convoy
 from kombu_pubsub.pubsub.convoy import Convoys
@@ -133,3 +134,17 @@ def test_requests_stay_within_pub_subs_limits():
 
 def test_request_bytes_counts_data_and_attributes():
     assert convoy.request_bytes(b"x" * 100, {"task": "t.job"}) == 100 + 16 + 4 + 5 + 16
+
+
+def test_a_publish_whose_deadline_passes_in_line_leaves_it_and_is_never_sent():
+    # Pub/Sub stops answering: the request ahead may wait its own, longer deadline.
+    convoys, server, errors = Convoys(), Server(), {}
+    first = publish_in_threads(convoys, server, ["first"], errors, deadline=60.0)
+    assert server.first_inside.wait(WITHIN)
+    started = time.monotonic()
+    with pytest.raises(gexc.DeadlineExceeded):
+        convoys.send(KEY, "short", 10, 0.05, server)
+    assert time.monotonic() - started < WITHIN and convoys.waiting(KEY) == 0
+    server.release_first.set()
+    first[0].join(WITHIN)
+    assert errors == {} and server.requests == [["first"]]

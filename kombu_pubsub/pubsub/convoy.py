@@ -24,6 +24,7 @@ the same endpoint share requests, and nothing crosses to another endpoint.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -161,3 +162,12 @@ def shared() -> Convoys:
     if convoys is None:
         convoys = _shared.setdefault(kind, Convoys())
     return convoys
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a prefork pool process) starts with no line: a request in flight
+    in the parent when it forked has no thread here to finish it, and its lock may be held."""
+    _shared.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -63,7 +63,7 @@ class PublishRpc:
         self._client_header = DEFAULT_CLIENT_INFO.to_grpc_metadata()
         self._metadata: dict[str, tuple[tuple[str, str], ...]] = {}
         self._route = route if route is not None else ("rpc", id(self))
-        self._convoys = convoys or convoy.shared()
+        self._convoys = convoys  # None: the process's, looked up per call (new after a fork)
 
     def __call__(self, topic_path: str, data: bytes, attributes: Mapping[str, str], deadline: float) -> None:
         """One message to `topic_path`; transient errors retried until `deadline` seconds have passed.
@@ -71,8 +71,9 @@ class PublishRpc:
         Raises google.api_core's GoogleAPICallError (or RetryError), as the generated method does.
         """
         message = _Message(data=data, attributes=attributes)
-        self._convoys.send((self._route, topic_path), message, convoy.request_bytes(data, attributes),
-                           deadline, lambda messages, left: self.send_request(topic_path, messages, left))
+        convoys = self._convoys or convoy.shared()
+        convoys.send((self._route, topic_path), message, convoy.request_bytes(data, attributes),
+                     deadline, lambda messages, left: self.send_request(topic_path, messages, left))
 
     def send_request(self, topic_path: str, messages: list[Any], deadline: float) -> None:
         """One Publish request carrying `messages` (plain protobuf), retried within `deadline` s."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -148,3 +149,24 @@ def test_a_publish_whose_deadline_passes_in_line_leaves_it_and_is_never_sent():
     server.release_first.set()
     first[0].join(WITHIN)
     assert errors == {} and server.requests == [["first"]]
+
+
+def test_a_forked_child_does_not_wait_for_a_request_in_flight_in_its_parent():
+    # A prefork pool process forked while the worker's main process had a request in flight.
+    parent = convoy.shared()
+    server = Server()
+    first = publish_in_threads(parent, server, ["in the parent"], {})
+    assert server.first_inside.wait(WITHIN)
+    pid = os.fork()
+    if pid == 0:  # the child: publish, exit 0 if it went out at once in a request of its own
+        sent = []
+        try:
+            convoy.shared().send(KEY, "in the child", 10, 1.0,
+                                 lambda messages, deadline: sent.append(messages))
+            os._exit(0 if sent == [["in the child"]] else 1)
+        except BaseException:  # noqa: BLE001 - any failure is the exit code
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    server.release_first.set()
+    first[0].join(WITHIN)
+    assert os.waitstatus_to_exitcode(status) == 0
